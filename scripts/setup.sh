@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Install everything hpcaug needs into .venv/ at the repo root, idempotently.
+#   - Debian packages: SLURM (slurmctld, slurmd, client, slurmdbd), munge, MariaDB, dataset-fashion-mnist
+#   - .venv with torch 2.14.1 + torchvision 0.29.1, hpcaug[dali,dev] (editable), foolbox's sample images
+#   - Horovod 0.28.1 built from the sdist with the patches in docs (cached wheel under $HPCAUG_CACHE)
+# A re-run with nothing changed takes a few seconds (stamp file keyed on the inputs).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+CACHE=${HPCAUG_CACHE:-$HOME/.cache/hpcaug}
+VENV=$ROOT/.venv
+PY=${PYTHON:-python3}
+HOROVOD_VERSION=0.28.1
+TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
+log() { echo "[setup $(date +%H:%M:%S)] $*"; }
+
+# ---------- 1. Debian packages (root, apt) ----------
+APT_PKGS=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server dataset-fashion-mnist)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "setup: need root to apt-get install ${missing[*]} (or install them first)" >&2; exit 1; }
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ---------- 2. the virtualenv ----------
+STAMP_KEY=$(cat setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ -f "$VENV/.hpcaug-stamp" ] && [ "$(cat "$VENV/.hpcaug-stamp")" = "$STAMP_KEY" ]; then
+  log "environment up to date ($VENV)"
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PY" -m venv "$VENV"; }
+VPY=$VENV/bin/python
+"$VPY" -m pip install -q --upgrade pip wheel setuptools
+log "installing ${TORCH_PINS[*]}"
+"$VPY" -m pip install -q "${TORCH_PINS[@]}"
+log "installing hpcaug[dali,dev] (editable)"
+"$VPY" -m pip install -q -e ".[dali,dev]"
+# foolbox ships 20 real ImageNet JPEGs used by tests; its own deps are not needed
+"$VPY" -m pip install -q --no-deps foolbox==3.3.4
+
+# ---------- 3. Horovod (built once, wheel cached outside the repo) ----------
+# Horovod 0.28.1 pins C++14; torch 2.14 needs C++20 (fix merged upstream, never released).
+# This machine's torch is a CUDA build beside an nvcc without CUDA libraries: force the CPU
+# (gloo) build. On a GPU cluster build without the FindPytorch patch and with
+# HOROVOD_GPU_OPERATIONS=NCCL (see README).
+PATCH_ID=cxx20-cpu-gloo-v1
+TORCH_V=$("$VPY" -c 'import torch; print(torch.__version__)')
+PY_V=$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+WHEEL_DIR=$CACHE/wheels/horovod-$HOROVOD_VERSION-py$PY_V-torch$TORCH_V-$PATCH_ID
+if ! "$VPY" -c "import horovod.torch" 2>/dev/null; then
+  if ! ls "$WHEEL_DIR"/horovod-*.whl >/dev/null 2>&1; then
+    log "building Horovod $HOROVOD_VERSION (once; cached in $WHEEL_DIR)"
+    "$VPY" -m pip install -q numpy cloudpickle psutil pyyaml packaging cffi wheel
+    BUILD=$(mktemp -d)
+    trap 'rm -rf "$BUILD"' EXIT
+    SDIST_CACHE=$CACHE/sdist
+    mkdir -p "$SDIST_CACHE"
+    [ -f "$SDIST_CACHE/horovod-$HOROVOD_VERSION.tar.gz" ] ||
+      "$VPY" -m pip download -q --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$SDIST_CACHE"
+    tar xzf "$SDIST_CACHE/horovod-$HOROVOD_VERSION.tar.gz" -C "$BUILD"
+    SRC=$BUILD/horovod-$HOROVOD_VERSION
+    sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 20)/' "$SRC/CMakeLists.txt" "$SRC/horovod/torch/CMakeLists.txt"
+    sed -i 's/(torch.version.cuda is not None) and (CUDA_HOME is not None)/False/' "$SRC/cmake/Modules/FindPytorch.cmake"
+    mkdir -p "$WHEEL_DIR.tmp"
+    (cd "$SRC" && HOROVOD_WITH_PYTORCH=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
+      HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_CPU_OPERATIONS=gloo MAKEFLAGS=-j"$(nproc)" LDFLAGS=-s \
+      "$VPY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEEL_DIR.tmp" .)
+    rm -rf "$WHEEL_DIR" && mv "$WHEEL_DIR.tmp" "$WHEEL_DIR"
+  fi
+  log "installing cached Horovod wheel"
+  "$VPY" -m pip install -q --no-deps "$WHEEL_DIR"/horovod-*.whl
+  "$VPY" -m pip install -q cloudpickle psutil pyyaml packaging cffi
+fi
+"$VPY" -c "import horovod.torch, nvidia.dali, torchvision, submitit, h5py" ||
+  { echo "setup: import check failed" >&2; exit 1; }
+echo "$STAMP_KEY" > "$VENV/.hpcaug-stamp"
+log "ready: $VENV"
