@@ -1,0 +1,1 @@
+"""SLURM fixtures (filled in by the cluster work)."""
