@@ -1,0 +1,1 @@
+"""Data: the dataset index (file lists) and the loaders that read it."""
