@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Adversarial AutoAugment on a SLURM cluster: ONE multi-node job that trains the target
+# network and the LSTM policy controller together (docs/advaa.md). Every task of the srun
+# step is one Horovod rank (one GPU); rank 0 samples the M policies each epoch and writes
+# the records and checkpoints under RUN_DIR/advaa/.
+#
+#   sbatch slurm/advaa_train.sh                                  # ImageNet, 8 nodes x 8 GPUs
+#   CONFIG=configs/demo_advaa.yaml sbatch --nodes=1 --ntasks-per-node=2 --gpus-per-node=0 \
+#       slurm/advaa_train.sh train.epochs=2                      # any key=value overrides the config
+#
+# Knobs (environment, read when the job starts):
+#   CONFIG        YAML config (default configs/imagenet_resnet50_advaa.yaml). Its advaa.* fields
+#                 are the controller (M = advaa.num_policies, must equal augment.copies), train.*
+#                 the target network, data.batch_size = N images per GPU.
+#   RUN_DIR       run directory (default: the config's run_dir, else runs/<name>).
+#   HPCAUG_SETUP  a shell file sourced first (module load ..., source .venv/bin/activate).
+#   NCCL/Horovod variables pass through (HOROVOD_GLOO_IFACE, NCCL_SOCKET_IFNAME, ...).
+# The #SBATCH lines below match the ImageNet config (64 GPUs x 32 images = 2048, table 7);
+# command-line sbatch flags override them. The global batch is nodes x ntasks-per-node x
+# data.batch_size images (x M augmented copies); the lr scales with it (train.lr_ref_batch).
+#
+# Preemption / time limit: SLURM sends USR1 10 minutes before the end; the script requeues
+# the job, which resumes from RUN_DIR/advaa/checkpoint.pt (target network, optimiser, loader
+# position, controller and its Adam state). Set train.checkpoint_every_steps on preemptible
+# queues so a kill loses at most that many steps.
+#SBATCH --job-name=hpcaug-advaa
+#SBATCH --nodes=8
+#SBATCH --ntasks-per-node=8
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=10
+#SBATCH --time=48:00:00
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@600
+#SBATCH --open-mode=append
+#SBATCH --output=slurm-advaa-%j.out
+set -euo pipefail
+
+CONFIG=${CONFIG:-configs/imagenet_resnet50_advaa.yaml}
+[ -f "$CONFIG" ] || { echo "advaa_train.sh: config $CONFIG not found; submit from the repository root or set CONFIG=" >&2; exit 2; }
+if [ -n "${HPCAUG_SETUP:-}" ]; then
+  # shellcheck disable=SC1090
+  source "$HPCAUG_SETUP"
+fi
+PYTHON=${PYTHON:-python}
+args=(--config "$CONFIG")
+[ -n "${RUN_DIR:-}" ] && args+=(--run-dir "$RUN_DIR")
+
+requeue() {
+  echo "advaa_train.sh: time limit or preemption signal; requeueing job ${SLURM_JOB_ID:-?}" >&2
+  scontrol requeue "${SLURM_JOB_ID}"
+}
+trap requeue USR1
+
+# One task per GPU; --kill-on-bad-exit stops every rank when one fails (no hung collectives).
+srun --kill-on-bad-exit=1 --cpu-bind=none "$PYTHON" -m hpcaug.search.advaa "${args[@]}" "$@" &
+wait $!   # returns early when USR1 arrives; the trap then requeues
