@@ -125,7 +125,7 @@ def _outputs_present(out: Path, meta: dict[str, Any]) -> bool:
 
 def prepare(out: str | os.PathLike[str], *, size: int = 32, seed: int = 0, train_per_class: int | None = None,
             val_per_class: int | None = None, search_train_per_class: int = 400, search_val_per_class: int = 100,
-            source: str | os.PathLike[str] | None = None, workers: int | None = None, quiet: bool = False) -> Path:
+            source: str | os.PathLike[str] | None = None, workers: int | None = None, force: bool = False, quiet: bool = False) -> Path:
     """Build the prepared Fashion-MNIST dir at `out` (or keep it if already built with these args)."""
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     out_p = Path(out).absolute()
@@ -140,7 +140,7 @@ def prepare(out: str | os.PathLike[str], *, size: int = 32, seed: int = 0, train
     args = {"size": size, "seed": seed, "train_per_class": train_per_class, "val_per_class": val_per_class,
             "search_train_per_class": search_train_per_class, "search_val_per_class": search_val_per_class,
             "jpeg_quality": JPEG_QUALITY, "source": str(src)}
-    if already_prepared(out_p, args, _outputs_present):
+    if not force and already_prepared(out_p, args, _outputs_present):
         say(f"already prepared: {out_p} (same arguments, complete output; nothing rewritten)")
         return out_p
 
@@ -229,11 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--search-val-per-class", type=int, default=100)
     ap.add_argument("--source", default=None, help=f"directory of the gzipped IDX files (default {DEFAULT_SOURCE})")
     ap.add_argument("--workers", type=int, default=None, help="JPEG encoding processes (default: all cores)")
+    ap.add_argument("--force", action="store_true", help="rebuild even if --out was made with the same arguments")
     a = ap.parse_args(argv)
     try:
         prepare(a.out, size=a.size, seed=a.seed, train_per_class=a.train_per_class, val_per_class=a.val_per_class,
                 search_train_per_class=a.search_train_per_class, search_val_per_class=a.search_val_per_class,
-                source=a.source, workers=a.workers)
+                source=a.source, workers=a.workers, force=a.force)
     except PrepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
