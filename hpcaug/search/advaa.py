@@ -18,6 +18,7 @@ through the hooks' ``state_dict`` inside the training checkpoint.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -86,10 +87,14 @@ def build_controller(cfg: Config, seed: int | None = None) -> AdvAAController:
 
 
 def policies_from_actions(actions: torch.Tensor, ops_per_sub_policy: int) -> list[Any]:
-    """Controller decisions [M, Q*K*2] -> M ``SubPolicyPolicy`` values of the ops module."""
+    """Controller decisions [M, Q*K*2] -> M ``SubPolicyPolicy`` values (every op fires: p = 1).
+
+    The controller's op index is the op table id, so the ADVAA_SPACE element of (op, bin)
+    is ``op * NUM_BINS + bin``.
+    """
     from hpcaug.ops.policy import SubPolicyPolicy
-    from hpcaug.ops.spaces import ADVAA_SPACE
-    return [_make_subpolicy_policy(SubPolicyPolicy, ADVAA_SPACE, subs)
+    from hpcaug.ops.table import NUM_BINS
+    return [SubPolicyPolicy.from_advaa([[o * NUM_BINS + b for o, b in sub] for sub in subs])
             for subs in actions_to_subpolicies(actions, ops_per_sub_policy)]
 
 
@@ -279,8 +284,9 @@ class AdvAAHooks:
         """Controller, optimiser, current epoch's decisions and partial loss sums (tensors only)."""
         self._fold()
         return {
-            "controller": self.controller.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            # Copies, not views: the caller may hold the dict while training goes on.
+            "controller": {k: v.detach().clone() for k, v in self.controller.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "epoch": -1 if self.epoch is None else int(self.epoch),
             "actions": self.actions.clone() if self.actions is not None else torch.empty(0, dtype=torch.int64),
             "loss_sum": self.loss_sum.clone(),
