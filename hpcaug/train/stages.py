@@ -1,0 +1,90 @@
+"""Training stages as plain functions, and the submitit job wrapper that requeues them.
+
+`run_final(cfg, run_dir, policy_spec)` is the `final` stage: train from scratch with a
+searched or baseline policy on the N x M enlarged batch (M = augment.copies). The CLI
+(`python -m hpcaug.submit --stage final`), `slurm/final_train.sh` and the tests call it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import submitit
+
+from hpcaug.config import Config
+from hpcaug.train.dist import Dist, init_dist
+from hpcaug.train.loop import TrainResult, train
+
+__all__ = ["run_final", "final_dir", "CheckpointableTraining"]
+
+
+def final_dir(run_dir: Union[str, "os.PathLike[str]"]) -> Path:
+    """Where the final stage writes: R/final (checkpoint.pt, metrics.jsonl, tb/, policy.json)."""
+    return Path(run_dir) / "final"
+
+
+def run_final(cfg: Config, run_dir: Union[str, "os.PathLike[str]"], policy_spec: Optional[str] = None, *,
+              epochs: Optional[int] = None, dist: Optional[Dist] = None) -> TrainResult:
+    """Train `cfg.train.model` from scratch with a policy; resumes if R/final/checkpoint.pt exists.
+
+    policy_spec: a policy name (config.POLICY_NAMES) or a policy JSON file (e.g. R/policy.json
+    of a search); None = `cfg.augment.policy`. Every one of the M = augment.copies copies of an
+    image is augmented independently by that policy. epochs: default train.epochs.
+    Every rank of a multi-rank launch calls this; rank 0 writes.
+    """
+    from hpcaug.ops import load_policy  # the ops package; imported here to keep this module light
+
+    spec = policy_spec or cfg.augment.policy
+    if spec.endswith(".json") and not Path(spec).is_file():
+        raise FileNotFoundError(f"policy file {spec!r} not found; pass a policy name or the policy.json a search wrote")
+    policy = load_policy(spec, cfg.augment)
+    out = final_dir(run_dir)
+    dist = dist or init_dist(cfg.dist)
+    result = train(cfg, out, [policy] * cfg.augment.copies, epochs=cfg.train.epochs if epochs is None else epochs,
+                   dist=dist)
+    if dist.is_root:
+        _write_json(out / "final.json", {"policy": spec, "policy_json": _policy_json(policy),
+                                         "copies": cfg.augment.copies, "history": result.history,
+                                         "choice_counts": result.choice_counts.tolist(), "steps": result.steps})
+    return result
+
+
+def _policy_json(policy: Any) -> Any:
+    to_json = getattr(policy, "to_json", None)
+    if to_json is None:
+        return None
+    text = to_json()
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return text
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+class CheckpointableTraining(submitit.helpers.Checkpointable):
+    """A submitit job that resumes on requeue: `executor.submit(CheckpointableTraining(fn), *args)`.
+
+    `fn(*args, **kwargs)` must resume from its own checkpoint when restarted (every stage
+    built on `train()` does: it resumes from out_dir/checkpoint.pt). On a timeout or a
+    preemption submitit calls `checkpoint()`, which asks for a requeue with the same
+    arguments; the requeued job picks up the last saved checkpoint (set
+    train.checkpoint_every_steps on preemptible queues so little work is lost).
+    Example: `CheckpointableTraining(run_final)` with args (cfg, run_dir, policy_spec).
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        # train() writes its checkpoints itself; requeue the same call and let it resume
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
