@@ -1,0 +1,295 @@
+"""AWS stages as plain functions `run_x(cfg, run_dir, ...)`: the CLI, submitit jobs and tests call these.
+
+- run_shared:   train the shared weights with the uniform policy (aws.shared_epochs)
+- run_finetune: one trajectory: shared checkpoint -> aws.finetune_epochs at constant
+                aws.finetune_lr sampling from p_theta of its round -> reward + op counts
+- run_update:   gather a round's results, PPO-clip step on theta, EMA baseline
+- run_final:    train from scratch with the searched policy (train.stages.run_final)
+
+Every stage is idempotent: it returns the stored result when its output already exists, so a
+rerun (requeue, resume, duplicate submission) never duplicates rewards or moves theta twice.
+Training imports (hpcaug.train, hpcaug.ops.policy) are lazy so that validation, the PPO step
+and the submitter run without them.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from hpcaug.config import Config
+from hpcaug.search import ppo
+from hpcaug.search.rundir import RunDir, read_json, read_pt, write_json, write_pt
+
+log = logging.getLogger("hpcaug.search")
+
+
+def round_of(cfg: Config, traj: int) -> int:
+    """Trajectory id -> its round (id // aws.trajectories_per_round)."""
+    return traj // cfg.aws.trajectories_per_round
+
+
+def round_trajectories(cfg: Config, r: int) -> range:
+    t = cfg.aws.trajectories_per_round
+    return range(r * t, (r + 1) * t)
+
+
+def quorum_size(cfg: Config) -> int:
+    return max(1, math.ceil(cfg.aws.quorum * cfg.aws.trajectories_per_round - 1e-9))
+
+
+def open_run(cfg: Config, run_dir: str | os.PathLike[str] | None = None) -> RunDir:
+    """The run dir of cfg (created, or checked against the config it was started with)."""
+    rd = RunDir(run_dir or cfg.run_path)
+    rd.init(cfg, ppo.num_params(cfg.aws.parametrisation))
+    return rd
+
+
+def aws_policy(theta: torch.Tensor, cfg: Config) -> Any:
+    """The ops module's AWSPolicy for theta (the policy the loaders sample from)."""
+    from hpcaug.ops.policy import AWSPolicy
+
+    return AWSPolicy(theta, parametrisation=cfg.aws.parametrisation)
+
+
+def _dist(cfg: Config) -> Any:
+    from hpcaug.train.dist import init_dist
+
+    return init_dist(cfg.dist)
+
+
+# ---------------------------------------------------------------- shared
+def run_shared(cfg: Config, run_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Train the shared weights with the uniform policy; resumes from its own checkpoint."""
+    from hpcaug.train.loop import train
+
+    rd = open_run(cfg, run_dir)
+    if rd.shared_done.exists():
+        log.info("shared: already done (%s)", rd.shared_done)
+        return read_json(rd.shared_done)
+    dist = _dist(cfg)
+    t0 = time.time()
+    uniform = aws_policy(torch.zeros(ppo.num_params(cfg.aws.parametrisation)), cfg)
+    res = train(cfg, rd.shared_dir, [uniform] * cfg.augment.copies, epochs=cfg.aws.shared_epochs, dist=dist)
+    ck = Path(res.checkpoint).resolve()
+    rel = ck.relative_to(rd.root.resolve()) if ck.is_relative_to(rd.root.resolve()) else ck
+    out = {"checkpoint": str(rel), "epochs": cfg.aws.shared_epochs, "history": res.history, "wall_s": time.time() - t0}
+    if dist.is_root:
+        write_json(rd.shared_dir / "history.json", res.history)
+        write_json(rd.shared_done, out)
+    dist.barrier()
+    return out
+
+
+def shared_checkpoint(rd: RunDir) -> Path:
+    if not rd.shared_done.exists():
+        raise FileNotFoundError(f"the shared stage of {rd.root} has not finished ({rd.shared_done} missing): "
+                                "run `--stage shared` first")
+    ck = Path(read_json(rd.shared_done)["checkpoint"])
+    return ck if ck.is_absolute() else rd.root / ck
+
+
+# ---------------------------------------------------------------- finetune
+def reward_of(history: list[dict[str, Any]], top_k: int) -> float:
+    """Mean of the best `top_k` validation top-1 accuracies of a fine-tune (aws.reward_top_k)."""
+    accs = sorted((float(h["val_top1"]) for h in history), reverse=True)
+    if not accs:
+        raise ValueError("the fine-tune produced no validation accuracy (empty history)")
+    best = accs[:top_k]
+    return sum(best) / len(best)
+
+
+def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int) -> dict[str, Any]:
+    """One trajectory of the search: fine-tune the shared weights with p_theta of its round.
+
+    Writes only rounds/<r>/results/<traj>.json (atomically); the training dir's checkpoint is
+    deleted afterwards (hundreds of trajectories x a ResNet-50 checkpoint would fill the disk).
+    """
+    from hpcaug.train.loop import train
+
+    rd = RunDir(run_dir or cfg.run_path)
+    rd.check_exists()
+    r = round_of(cfg, traj)
+    if rd.has_result(r, traj):
+        log.info("finetune %d (round %d): already done", traj, r)
+        return read_json(rd.result_path(r, traj))
+    if rd.update_done(r):
+        raise RuntimeError(f"round {r} is already updated; trajectory {traj} would not count. "
+                           f"Submit trajectories of round {rd.rounds_done()} instead.")
+    theta = rd.theta(r)  # read when the task starts: the theta of its round
+    ck = shared_checkpoint(rd)
+    dist = _dist(cfg)
+    policy = aws_policy(theta, cfg)
+    tcfg = cfg.replace(**{"train.seed": cfg.train.seed + 1 + traj, "data.seed": cfg.data.seed + 1 + traj})
+    t0 = time.time()
+    res = train(tcfg, rd.finetune_dir(r, traj), [policy] * cfg.augment.copies, epochs=cfg.aws.finetune_epochs,
+                lr=cfg.aws.finetune_lr, schedule="constant", init_from=ck, dist=dist)
+    counts = torch.as_tensor(res.choice_counts).to(torch.int64).flatten()
+    if counts.numel() != ppo.NUM_OPERATIONS:
+        raise RuntimeError(f"train() returned {counts.numel()} choice counts, expected {ppo.NUM_OPERATIONS}")
+    result = {
+        "trajectory": traj, "round": r, "reward": reward_of(res.history, cfg.aws.reward_top_k),
+        "val_top1": [float(h["val_top1"]) for h in res.history], "history": res.history,
+        "choice_counts": counts.tolist(), "num_samples": int(counts.sum()),
+        "host": socket.gethostname(), "slurm_job": os.environ.get("SLURM_JOB_ID", ""),
+        "wall_s": time.time() - t0,
+    }
+    if dist.is_root:
+        write_json(rd.result_path(r, traj), result)
+        ckp = Path(res.checkpoint)
+        if ckp.exists() and rd.finetune_dir(r, traj) in ckp.parents:
+            ckp.unlink()
+    dist.barrier()
+    return result
+
+
+# ---------------------------------------------------------------- update
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive flock: two update jobs of one round (a duplicate submission) run one at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def gather(cfg: Config, rd: RunDir, r: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Round r's finished trajectories: (ids, counts [n, 1296], rewards [n]); only ids of round r."""
+    res = {t: v for t, v in rd.results(r).items() if t in round_trajectories(cfg, r)}
+    ids = sorted(res)
+    counts = torch.tensor([res[t]["choice_counts"] for t in ids], dtype=torch.int64).reshape(len(ids), -1)
+    rewards = torch.tensor([float(res[t]["reward"]) for t in ids], dtype=torch.float64)
+    return ids, counts, rewards
+
+
+def run_update(cfg: Config, run_dir: str | os.PathLike[str] | None, r: int) -> dict[str, Any]:
+    """PPO update of round r: writes theta and PPO state of round r+1, policy.json, then update.json."""
+    rd = RunDir(run_dir or cfg.run_path)
+    rd.check_exists()
+    with _lock(rd.round_dir(r) / ".update.lock"):
+        if rd.update_done(r):
+            log.info("update %d: already done", r)
+            return read_json(rd.update_path(r))
+        theta = rd.theta(r)
+        ids, counts, rewards = gather(cfg, rd, r)
+        need, t = quorum_size(cfg), cfg.aws.trajectories_per_round
+        if len(ids) < need:
+            missing = [i for i in round_trajectories(cfg, r) if i not in ids]
+            raise RuntimeError(
+                f"update {r}: only {len(ids)} of {t} trajectories of round {r} have results; the quorum "
+                f"(aws.quorum={cfg.aws.quorum}) needs {need}. Missing: {_ranges(missing)}. Resubmit them with "
+                f"`python -m hpcaug.submit --stage finetune --round {r} --config ...`, then `--stage update "
+                f"--round {r}` (or `--stage search` to resume everything). Logs: {rd.logs_dir}")
+        state = ppo.PPOState.from_dict(read_pt(rd.ppo_state_path(r))) if rd.ppo_state_path(r).exists() else ppo.PPOState()
+        a = cfg.aws
+        settings = ppo.PPOSettings(clip=a.ppo_clip, epochs=a.ppo_epochs, kl_stop=a.ppo_kl_stop,
+                                   betas=tuple(a.adam_betas), baseline_momentum=a.baseline_momentum)  # type: ignore[arg-type]
+        lr = ppo.policy_lr(r, a.policy_lr, a.policy_lr_warmup_rounds)
+        out = ppo.ppo_update(theta, counts, rewards, state, lr=lr, settings=settings, parametrisation=a.parametrisation)
+        write_pt(rd.ppo_state_path(r + 1), out.state.to_dict())
+        write_pt(rd.theta_path(r + 1), {"theta": out.theta, "round": r + 1, "parametrisation": a.parametrisation})
+        write_policy(cfg, rd, out.theta, rounds_done=r + 1)
+        summary = {"round": r, "trajectories": ids, "rewards": rewards.tolist(), "missing":
+                   [i for i in round_trajectories(cfg, r) if i not in ids], **out.stats}
+        write_json(rd.update_path(r), summary)  # last: marks the round done
+    log.info("update %d: %d rewards, mean %.4f, baseline %.4f, entropy %.3f, %d PPO epochs, KL %.5f",
+             r, len(ids), out.stats["mean_reward"], out.stats["baseline"], out.stats["entropy"],
+             out.stats["ppo_epochs"], out.stats["kl"])
+    return summary
+
+
+def write_policy(cfg: Config, rd: RunDir, theta: torch.Tensor, rounds_done: int) -> None:
+    """policy.json: the searched policy in the ops module's format (load_policy reads it)."""
+    import json
+
+    policy = aws_policy(theta, cfg)
+    spec = policy.to_json()
+    data = json.loads(spec) if isinstance(spec, str) else spec
+    write_json(rd.policy_path, data)
+    write_json(rd.root / "search_state.json", {"rounds_done": rounds_done, "policy": "policy.json"})
+
+
+# ---------------------------------------------------------------- final
+def run_final(cfg: Config, run_dir: str | os.PathLike[str] | None = None, policy: str | None = None) -> dict[str, Any]:
+    """Train from scratch with the searched policy (or `policy`), aws.final_epochs epochs."""
+    from hpcaug.train.stages import run_final as train_final
+
+    rd = RunDir(run_dir or cfg.run_path)
+    rd.check_exists()
+    if rd.final_done.exists():
+        log.info("final: already done (%s)", rd.final_done)
+        return read_json(rd.final_done)
+    spec = policy or str(rd.policy_path)
+    if policy is None and not rd.policy_path.exists():
+        raise FileNotFoundError(f"{rd.policy_path} missing: no update has run yet (run the search, or pass --policy)")
+    dist = _dist(cfg)
+    t0 = time.time()
+    res = train_final(cfg, rd.root, spec, epochs=cfg.aws.final_epochs, dist=dist)
+    out = {"policy": spec, "history": res.history, "checkpoint": str(res.checkpoint), "wall_s": time.time() - t0}
+    if dist.is_root:
+        write_json(rd.final_done, out)
+    dist.barrier()
+    return out
+
+
+# ---------------------------------------------------------------- reporting
+def _ranges(ids: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(out) or "none"
+
+
+def top_operations(theta: torch.Tensor, parametrisation: str = "joint", k: int = 10) -> list[tuple[str, float]]:
+    """The k most probable operations as ('Elem1 + Elem2', probability), element names with magnitude bins."""
+    from hpcaug.ops.spaces import AWS_SPACE
+
+    p = ppo.log_probs(theta.double(), parametrisation).exp()
+    vals, idx = torch.topk(p, k)
+    out = []
+    for v, i in zip(vals.tolist(), idx.tolist()):
+        e1, e2 = AWS_SPACE.operation(int(i))
+        out.append((f"{_element_label(e1)} + {_element_label(e2)}", float(v)))
+    return out
+
+
+def _element_label(e: Any) -> str:
+    """'Rotate:9(±30)': op, magnitude bin and its magnitude (± = random sign); 'Invert' without one."""
+    s = e.spec
+    if not s.has_magnitude:
+        return s.name
+    return f"{s.name}:{e.bin}({'±' if s.signed else ''}{s.magnitude(e.bin):.3g})"
+
+
+def status_lines(cfg: Config, rd: RunDir) -> list[str]:
+    """Human-readable progress of a run dir (shared, each round, final)."""
+    lines = [f"run dir {rd.root}"]
+    lines.append("  shared: " + ("done" if rd.shared_done.exists() else "not done"))
+    for r in range(cfg.aws.rounds):
+        if rd.update_done(r):
+            u = read_json(rd.update_path(r))
+            lines.append(f"  round {r}: updated, {len(u['rewards'])}/{cfg.aws.trajectories_per_round} rewards, "
+                         f"mean {u['mean_reward']:.4f}, baseline {u['baseline']:.4f}, entropy {u['entropy']:.4f}")
+        else:
+            n = len(rd.results(r))
+            if n or rd.theta_path(r).exists():
+                lines.append(f"  round {r}: {n}/{cfg.aws.trajectories_per_round} results")
+            break
+    lines.append("  final: " + ("done" if rd.final_done.exists() else "not done"))
+    return lines

@@ -1,0 +1,351 @@
+"""Turning AWS stages into jobs: array specs, the plan of a (resumed) search, executors, SLURM queries.
+
+A plan is the ordered list of steps still to do, read from the run dir's state:
+    shared -> [finetune r (array of missing trajectories) -> update r] x rounds -> final
+Executors:
+- slurm:  every step is submitted up front through submitit with SLURM dependencies
+          (finetune r: afterok on what writes theta r; update r: afterany on its array, so a failed
+          or cancelled task cannot stall the round; final: afterok on the last update), all with
+          --kill-on-invalid-dep=yes so nothing pends forever behind a failed job. A job still in
+          the queue from an earlier submission (recorded in R/jobs/) is reused, not duplicated.
+- local:  submitit's LocalExecutor, one step after the other (it has no dependencies).
+- inline: the same functions in this process, one after the other (demo, debugging).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from hpcaug.config import Config
+from hpcaug.search import aws
+from hpcaug.search.rundir import RunDir
+
+log = logging.getLogger("hpcaug.search")
+
+ALIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+
+
+# ---------------------------------------------------------------- array specs
+def parse_array(spec: str) -> tuple[list[int], int]:
+    """'0-499%20' -> (ids, throttle); also '3', '0-3,8,10-11'. Throttle 0 = none."""
+    m = re.fullmatch(r"\s*([0-9,\- ]+?)\s*(?:%\s*(\d+))?\s*", spec)
+    if not m:
+        raise ValueError(f"--array {spec!r}: expected SLURM array syntax like 0-499 or 0-19%4 or 0,3,5-7")
+    ids: list[int] = []
+    for part in m.group(1).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            a, b = (int(x) for x in part.split("-", 1))
+            if b < a:
+                raise ValueError(f"--array {spec!r}: range {part} is empty (end < start)")
+            ids.extend(range(a, b + 1))
+        else:
+            ids.append(int(part))
+    if not ids:
+        raise ValueError(f"--array {spec!r} names no trajectory")
+    throttle = int(m.group(2)) if m.group(2) else 0
+    return sorted(set(ids)), throttle
+
+
+def split_by_round(ids: Sequence[int], per_round: int) -> dict[int, list[int]]:
+    """Trajectory ids -> {round: ids} with round = id // per_round, rounds in order."""
+    out: dict[int, list[int]] = {}
+    for i in sorted(ids):
+        out.setdefault(i // per_round, []).append(i)
+    return out
+
+
+def check_array(cfg: Config, ids: Sequence[int]) -> None:
+    """Array ids must lie in 0 .. rounds x trajectories_per_round - 1."""
+    n = cfg.aws.rounds * cfg.aws.trajectories_per_round
+    bad = [i for i in ids if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"--array names trajectory {bad[-1]} but aws.rounds={cfg.aws.rounds} x "
+                         f"aws.trajectories_per_round={cfg.aws.trajectories_per_round} allows ids 0-{n - 1}: "
+                         "shrink the array or raise aws.rounds (--set aws.rounds=N)")
+
+
+# ---------------------------------------------------------------- plan
+@dataclass
+class Step:
+    """One job to run: kind in shared | finetune | update | final."""
+
+    kind: str
+    round: int = -1
+    trajectories: list[int] = field(default_factory=list)
+    policy: str | None = None  # final: a policy spec instead of the run's policy.json
+
+    @property
+    def key(self) -> str:
+        return self.kind if self.round < 0 else f"{self.kind}-{self.round}"
+
+    def describe(self) -> str:
+        if self.kind == "finetune":
+            return f"finetune round {self.round}: trajectories {aws._ranges(self.trajectories)}"
+        return self.kind if self.round < 0 else f"{self.kind} round {self.round}"
+
+
+def missing_trajectories(cfg: Config, rd: RunDir, r: int, ids: Sequence[int] | None = None) -> list[int]:
+    ids = aws.round_trajectories(cfg, r) if ids is None else ids
+    return [t for t in ids if not rd.has_result(r, t)]
+
+
+def plan_search(cfg: Config, rd: RunDir, with_final: bool = True) -> list[Step]:
+    """Everything a search still has to do, skipping finished stages, rounds and trajectories."""
+    steps: list[Step] = []
+    if not rd.shared_done.exists():
+        steps.append(Step("shared"))
+    for r in range(cfg.aws.rounds):
+        if rd.update_done(r):
+            continue
+        todo = missing_trajectories(cfg, rd, r)
+        if todo:
+            steps.append(Step("finetune", r, todo))
+        steps.append(Step("update", r))
+    if with_final and not rd.final_done.exists():
+        steps.append(Step("final"))
+    return steps
+
+
+def plan_finetune(cfg: Config, rd: RunDir, ids: Sequence[int]) -> list[Step]:
+    """Per-round arrays of the given trajectory ids, chained through the updates between them."""
+    by_round = split_by_round(ids, cfg.aws.trajectories_per_round)
+    steps: list[Step] = []
+    rounds = list(by_round)
+    for i, r in enumerate(rounds):
+        if rd.update_done(r):
+            log.warning("round %d is already updated: skipping its trajectories %s", r, aws._ranges(by_round[r]))
+            continue
+        todo = missing_trajectories(cfg, rd, r, by_round[r])
+        skipped = sorted(set(by_round[r]) - set(todo))
+        if skipped:
+            log.info("round %d: trajectories %s already have results: skipped", r, aws._ranges(skipped))
+        if todo:
+            steps.append(Step("finetune", r, todo))
+        if i + 1 < len(rounds):  # the next array needs theta of the next round
+            steps.append(Step("update", r))
+    return steps
+
+
+# ---------------------------------------------------------------- SLURM queries
+def squeue_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """{job id (array tasks as '123_4', or '123' for the array): (state, reason)} of jobs still known to squeue."""
+    if not job_ids:
+        return {}
+    proc = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(sorted(set(job_ids))),
+                           "-o", "%i|%F|%T|%r"], capture_output=True, text=True)
+    out: dict[str, tuple[str, str]] = {}
+    if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
+        raise RuntimeError(f"squeue failed: {proc.stderr.strip()} (is SLURM_CONF set and slurmctld up?)")
+    for line in proc.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 4:
+            jid, array_id, state, reason = parts
+            out[jid] = (state, reason)
+            out.setdefault(array_id, (state, reason))
+            if state in ALIVE_STATES:
+                out[array_id] = (state, reason)
+    return out
+
+
+def alive(job_ids: Sequence[str]) -> set[str]:
+    """The subset of job ids (or array job ids) with a task still pending or running."""
+    states = squeue_states(job_ids)
+    return {j for j in job_ids if j in states and states[j][0] in ALIVE_STATES}
+
+
+# ---------------------------------------------------------------- executors
+def _stage_call(step: Step, cfg: Config, run_dir: str) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
+    if step.kind == "shared":
+        return [(aws.run_shared, (cfg, run_dir))]
+    if step.kind == "finetune":
+        return [(aws.run_finetune, (cfg, run_dir, t)) for t in step.trajectories]
+    if step.kind == "update":
+        return [(aws.run_update, (cfg, run_dir, step.round))]
+    if step.kind == "final":
+        return [(aws.run_final, (cfg, run_dir, step.policy))]
+    if step.kind == "advaa":
+        return [(run_advaa_stage, (cfg, run_dir))]
+    raise ValueError(step.kind)
+
+
+def run_advaa_stage(cfg: Config, run_dir: str) -> Any:
+    """The AdvAA training (hpcaug.search.advaa.run_advaa), imported only when asked for."""
+    try:
+        from hpcaug.search.advaa import run_advaa
+    except ImportError as e:
+        raise RuntimeError(f"--stage advaa needs hpcaug/search/advaa.py with run_advaa(cfg, run_dir): {e}") from e
+    return run_advaa(cfg, run_dir)
+
+
+def _job_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The train helper's Checkpointable wrapper: on timeout/preemption submitit requeues the same
+    call, and the stage resumes from its own checkpoint (every stage is idempotent)."""
+    from hpcaug.train.stages import CheckpointableTraining
+
+    return CheckpointableTraining(fn)
+
+
+def run_inline(cfg: Config, rd: RunDir, steps: Sequence[Step], progress: Callable[[Step], None] | None = None) -> None:
+    """Run the steps in this process, in order. A failing finetune task is logged and skipped (the
+    update then needs its quorum, as on SLURM); any other failure stops the chain."""
+    for step in steps:
+        log.info("== %s", step.describe())
+        for fn, args in _stage_call(step, cfg, str(rd.root)):
+            if step.kind == "finetune":
+                try:
+                    fn(*args)
+                except Exception:  # noqa: BLE001  like afterany: the round goes on without it
+                    log.error("finetune %s failed (the update needs a quorum):\n%s", args[-1], traceback.format_exc())
+            else:
+                fn(*args)
+        if progress:
+            progress(step)
+
+
+def make_executor(cfg: Config, rd: RunDir, kind: str, step: Step, cluster: str) -> Any:
+    """A submitit executor with the cluster.* parameters of this step kind."""
+    import submitit
+
+    c = cfg.cluster
+    ex = submitit.AutoExecutor(folder=str(rd.logs_dir / "%j"), cluster=cluster)
+    multi = step.kind in ("shared", "final", "advaa")
+    gpus = c.gpus_per_node if multi else c.finetune_gpus
+    nodes = c.nodes if multi else 1
+    timeout = {"shared": c.time_shared, "finetune": c.time_finetune, "update": c.time_update,
+               "final": c.time_final, "advaa": c.time_final}[step.kind]
+    params: dict[str, Any] = {"timeout_min": timeout, "name": f"{cfg.name}-{step.key}"}
+    if step.kind == "update":
+        params.update(nodes=1, tasks_per_node=1, cpus_per_task=1)
+    else:
+        params.update(nodes=nodes, tasks_per_node=max(1, gpus), cpus_per_task=c.cpus_per_task)
+        if gpus > 0:
+            params["gpus_per_node"] = gpus
+    if c.mem_gb > 0:
+        params["mem_gb"] = c.mem_gb
+    if cluster == "slurm":
+        for key, val in (("slurm_partition", c.partition), ("slurm_account", c.account),
+                         ("slurm_qos", c.qos), ("slurm_constraint", c.constraint)):
+            if val:
+                params[key] = val
+        if c.setup:
+            params["slurm_setup"] = list(c.setup)
+    ex.update_parameters(**params)
+    return ex
+
+
+@dataclass
+class Submitted:
+    step: Step
+    job_id: str  # the SLURM job id (for arrays: the array job id)
+    reused: bool = False
+
+
+def submit_slurm(cfg: Config, rd: RunDir, steps: Sequence[Step], throttle: int = 0) -> list[Submitted]:
+    """Submit all steps up front with dependencies; reuse a recorded job that is still queued."""
+    recorded = {s.key: rd.recorded_job(s.key) for s in steps}
+    still = alive([r["job_id"] for r in recorded.values() if r])
+    pending: dict[str, str] = {}  # step key -> job id, for steps submitted or still queued
+    out: list[Submitted] = []
+    for step in steps:
+        rec = recorded[step.key]
+        if rec and rec["job_id"] in still:
+            log.info("%s: job %s is still queued: reused", step.describe(), rec["job_id"])
+            pending[step.key] = rec["job_id"]
+            out.append(Submitted(step, rec["job_id"], reused=True))
+            continue
+        deps: list[str] = []
+        if step.kind == "finetune":
+            src = "shared" if step.round == 0 else f"update-{step.round - 1}"
+            if src in pending:
+                deps.append(f"afterok:{pending[src]}")
+        elif step.kind == "update":
+            if f"finetune-{step.round}" in pending:
+                deps.append(f"afterany:{pending[f'finetune-{step.round}']}")
+            prev = "shared" if step.round == 0 else f"update-{step.round - 1}"
+            if prev in pending:
+                deps.append(f"afterok:{pending[prev]}")
+        elif step.kind == "final":
+            last = [k for k in pending if k.startswith("update-") or k == "shared"]
+            if last:
+                deps.append(f"afterok:{pending[last[-1]]}")
+        ex = make_executor(cfg, rd, "slurm", step, "slurm")
+        extra: dict[str, Any] = {}
+        if deps:
+            extra = {"dependency": ",".join(deps), "kill-on-invalid-dep": "yes"}
+        par = throttle or cfg.cluster.array_parallelism
+        ex.update_parameters(slurm_additional_parameters=extra,
+                             **({"slurm_array_parallelism": par} if par and step.kind == "finetune" else {}))
+        calls = _stage_call(step, cfg, str(rd.root))
+        if step.kind == "finetune":
+            jobs = ex.map_array(_job_fn(calls[0][0]), *[list(col) for col in zip(*[a for _, a in calls])])
+            job_id = jobs[0].job_id.split("_")[0]
+        else:
+            job_id = ex.submit(_job_fn(calls[0][0]), *calls[0][1]).job_id
+        rd.record_job(step.key, job_id, trajectories=step.trajectories, dependency=",".join(deps),
+                      submitted=time.time())
+        log.info("%s: submitted job %s%s", step.describe(), job_id, f" ({', '.join(deps)})" if deps else "")
+        pending[step.key] = job_id
+        out.append(Submitted(step, job_id))
+    return out
+
+
+def run_local(cfg: Config, rd: RunDir, steps: Sequence[Step], progress: Callable[[Step], None] | None = None) -> None:
+    """submitit's LocalExecutor, one step after the other (finetune tasks of a step in parallel)."""
+    for step in steps:
+        log.info("== %s (local executor)", step.describe())
+        ex = make_executor(cfg, rd, "local", step, "local")
+        calls = _stage_call(step, cfg, str(rd.root))
+        jobs = [ex.submit(_job_fn(fn), *args) for fn, args in calls]
+        for job in jobs:
+            try:
+                job.result()
+            except Exception as e:  # noqa: BLE001
+                if step.kind != "finetune":
+                    raise RuntimeError(f"{step.describe()} failed; log: {job.paths.stderr}") from e
+                log.error("finetune job %s failed (the update needs a quorum); log: %s", job.job_id, job.paths.stderr)
+        if progress:
+            progress(step)
+
+
+def follow(cfg: Config, rd: RunDir, submitted: Sequence[Submitted], poll_s: float = 2.0,
+           progress: Callable[[], None] | None = None, timeout_s: float | None = None) -> bool:
+    """Wait until none of the chain's jobs is queued; report progress; True if the last step is done.
+
+    A job pending with reason DependencyNeverSatisfied (possible only if --kill-on-invalid-dep was
+    ignored by the cluster) is cancelled, so the chain never waits forever.
+    """
+    ids = [s.job_id for s in submitted]
+    t0 = time.time()
+    while True:
+        states = squeue_states(ids)
+        for jid, (state, reason) in states.items():
+            if state == "PENDING" and "DependencyNeverSatisfied" in reason:
+                log.error("job %s can never start (a dependency failed): cancelling it", jid)
+                subprocess.run(["scancel", jid], check=False)
+        if progress:
+            progress()
+        if not any(states.get(j, ("", ""))[0] in ALIVE_STATES for j in ids):
+            break
+        if timeout_s is not None and time.time() - t0 > timeout_s:
+            return False
+        time.sleep(poll_s)
+    return step_done(cfg, rd, submitted[-1].step) if submitted else True
+
+
+def step_done(cfg: Config, rd: RunDir, step: Step) -> bool:
+    if step.kind == "shared":
+        return rd.shared_done.exists()
+    if step.kind == "update":
+        return rd.update_done(step.round)
+    if step.kind == "final":
+        return rd.final_done.exists()
+    return all(rd.has_result(step.round, t) for t in step.trajectories)

@@ -1,0 +1,254 @@
+"""`python -m hpcaug.submit`: run or submit the AWS stages (and AdvAA) through submitit.
+
+    python -m hpcaug.submit --stage search   --config configs/imagenet_resnet50_aws.yaml
+    python -m hpcaug.submit --stage finetune --config C --array 0-499%20
+    python -m hpcaug.submit --stage finetune --config C --round 3        # resubmit round 3's missing tasks
+    python -m hpcaug.submit --stage update   --config C --round 3
+    python -m hpcaug.submit --stage final    --config C [--policy P.json]
+    python -m hpcaug.submit --stage status   --config C
+
+Everything is validated (config, data dir, policies, array range, SLURM reachable) before a job
+is submitted. See docs/search.md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from hpcaug.config import Config, load_config
+
+STAGES = ("shared", "finetune", "update", "final", "search", "advaa", "status")
+log = logging.getLogger("hpcaug.search")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m hpcaug.submit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", required=True, choices=STAGES)
+    p.add_argument("--config", required=True, help="a YAML config (configs/*.yaml)")
+    p.add_argument("--array", help="finetune: trajectory ids in SLURM syntax, e.g. 0-499 or 0-499%%20 "
+                                   "(round = id // aws.trajectories_per_round)")
+    p.add_argument("--round", type=int, help="finetune: the round whose missing trajectories to run; "
+                                             "update: the round to update (default: the next one)")
+    p.add_argument("--executor", choices=("slurm", "local", "inline"), help="default: cluster.executor")
+    p.add_argument("--policy", help="final: a policy (name or .json) instead of the run's searched policy.json")
+    p.add_argument("--set", nargs="+", default=[], action="extend", metavar="section.key=value",
+                   help="config overrides, e.g. --set aws.rounds=2 train.steps_per_epoch=4")
+    p.add_argument("--no-wait", action="store_true", help="slurm: submit and exit instead of following the chain")
+    return p
+
+
+# ---------------------------------------------------------------- validation
+def validate(cfg: Config, stage: str, ids: Sequence[int] | None, round_: int | None, policy: str | None) -> None:
+    """Fail before anything is submitted: data dir, policies, array range, round, cluster."""
+    from hpcaug.search.jobs import check_array
+
+    if stage in ("shared", "finetune", "final", "search", "advaa"):
+        check_data(cfg)
+    if stage in ("final", "advaa") or (stage == "search" and cfg.augment.policy.endswith(".json")):
+        check_policy(cfg, cfg.augment.policy, "augment.policy") if cfg.augment.policy.endswith(".json") else None
+    if policy is not None:
+        check_policy(cfg, policy, "--policy")
+    if ids is not None:
+        check_array(cfg, ids)
+    if round_ is not None and not 0 <= round_ < cfg.aws.rounds:
+        raise ValueError(f"--round {round_} is outside 0..{cfg.aws.rounds - 1} (aws.rounds={cfg.aws.rounds})")
+    if cfg.cluster.executor == "slurm" and stage != "status":
+        check_slurm()
+
+
+def check_data(cfg: Config) -> None:
+    d = Path(cfg.data.dir)
+    if not (d / "dataset.json").is_file():
+        raise ValueError(f"data.dir {str(d)!r} has no dataset.json: prepare it first (data_prep/, e.g. "
+                         "`python -m data_prep.fashion_mnist --out data/fashion_mnist` for the demo) or set data.dir")
+    for split in {cfg.data.train_list, cfg.data.val_list}:
+        if not (d / "lists" / f"{split}.txt").is_file():
+            raise ValueError(f"data.dir {str(d)!r} has no lists/{split}.txt (data.train_list/val_list): "
+                             "re-run data_prep or fix the list names")
+
+
+def check_policy(cfg: Config, spec: str, where: str) -> None:
+    if spec.endswith(".json") and not Path(spec).is_file():
+        raise ValueError(f"{where}: policy file {spec!r} not found")
+    try:
+        from hpcaug.ops.policy import load_policy
+    except ImportError:  # the ops module is not installed: only the file check is possible
+        return
+    try:
+        load_policy(spec, cfg.augment)
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"{where}: policy {spec!r} is invalid: {e}") from e
+
+
+def check_slurm() -> None:
+    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+        raise ValueError("executor 'slurm' needs sbatch and squeue on PATH; use --executor local or inline "
+                         "to run without a cluster")
+    proc = subprocess.run(["squeue", "-h", "-o", "%i", "-j", "1"], capture_output=True, text=True)
+    if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
+        raise ValueError(f"SLURM is not reachable ({proc.stderr.strip() or 'squeue failed'}); check SLURM_CONF, "
+                         "or use --executor local|inline")
+
+
+# ---------------------------------------------------------------- printing
+def _progress_printer(cfg: Config, rd: Any) -> Any:
+    from hpcaug.search import aws
+    from hpcaug.search.rundir import read_json
+
+    t0 = time.time()
+    seen: set[str] = set()
+
+    def show(*_: Any) -> None:
+        events = []
+        if rd.shared_done.exists():
+            events.append(("shared", "shared weights trained"))
+        for r in range(cfg.aws.rounds):
+            n = len(rd.results(r))
+            if rd.update_done(r):
+                u = read_json(rd.update_path(r))
+                top = aws.top_operations(rd.theta(r + 1), cfg.aws.parametrisation, 1)[0]
+                events.append((f"u{r}", f"round {r + 1}/{cfg.aws.rounds}: {len(u['rewards'])} rewards, mean "
+                                        f"{u['mean_reward']:.4f} (best {max(u['rewards']):.4f}), baseline "
+                                        f"{u['baseline']:.4f}, entropy {u['entropy']:.3f}, top op {top[0]} "
+                                        f"p={top[1]:.5f}"))
+            elif n:
+                events.append((f"r{r}-{n}", f"round {r + 1}/{cfg.aws.rounds}: {n}/{cfg.aws.trajectories_per_round} "
+                                            "fine-tunes done"))
+        if rd.final_done.exists():
+            events.append(("final", "final training done"))
+        for key, msg in events:
+            if key not in seen:
+                seen.add(key)
+                print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
+
+    return show
+
+
+def print_summary(cfg: Config, rd: Any, k: int = 10) -> None:
+    from hpcaug.search import aws
+    from hpcaug.search.rundir import read_json
+
+    n = rd.rounds_done()
+    if n == 0:
+        print("no update has run yet: no searched policy")
+        return
+    print(f"\nSearched policy after {n} round(s), top {k} operations of 1296 (uniform = {1 / 1296:.5f}):")
+    for name, p in aws.top_operations(rd.theta(n), cfg.aws.parametrisation, k):
+        print(f"  {p:.5f}  {name}")
+    if rd.final_done.exists():
+        hist = read_json(rd.final_done).get("history") or []
+        if hist:
+            print(f"final training: {len(hist)} epochs, val top-1 {hist[-1].get('val_top1', float('nan')):.4f}")
+    print(f"results: {rd.root}/ (policy.json, rounds/<r>/update.json, rounds/<r>/results/, shared/, final/, logs/)")
+
+
+# ---------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+    try:
+        return _main(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    from hpcaug.search import aws, jobs
+
+    cfg = load_config(args.config, args.set)
+    if args.executor:
+        cfg = cfg.replace(**{"cluster.executor": args.executor})
+    ids, throttle = (None, 0)
+    if args.array:
+        if args.stage != "finetune":
+            raise ValueError("--array is for --stage finetune")
+        ids, throttle = jobs.parse_array(args.array)
+    if args.policy and args.stage != "final":
+        raise ValueError("--policy is for --stage final")
+    validate(cfg, args.stage, ids, args.round, args.policy)
+
+    if args.stage == "advaa":
+        step = jobs.Step("advaa")
+        return _execute(cfg, None, [step], args, throttle)
+    if args.stage == "status":
+        rd = jobs.RunDir(cfg.run_path)
+        rd.check_exists()
+        print("\n".join(aws.status_lines(cfg, rd)))
+        print_summary(cfg, rd)
+        return 0
+
+    rd = aws.open_run(cfg)
+    if args.stage == "search":
+        steps = jobs.plan_search(cfg, rd)
+    elif args.stage == "shared":
+        steps = [] if rd.shared_done.exists() else [jobs.Step("shared")]
+    elif args.stage == "final":
+        steps = [] if rd.final_done.exists() else [jobs.Step("final", policy=args.policy)]
+    elif args.stage == "update":
+        r = rd.rounds_done() if args.round is None else args.round
+        if r >= cfg.aws.rounds:
+            raise ValueError(f"all {cfg.aws.rounds} rounds are updated; raise aws.rounds to search further")
+        steps = [] if rd.update_done(r) else [jobs.Step("update", r)]
+    else:  # finetune
+        if ids is None:
+            r = rd.rounds_done() if args.round is None else args.round
+            ids = list(aws.round_trajectories(cfg, r))
+        elif args.round is not None:
+            ids = [i for i in ids if aws.round_of(cfg, i) == args.round]
+        steps = jobs.plan_finetune(cfg, rd, ids)
+    if not steps:
+        print(f"nothing to do: stage {args.stage} is already done in {rd.root}")
+        if args.stage == "search":
+            print_summary(cfg, rd)
+        return 0
+    print(f"{args.stage}: {len(steps)} step(s) to run with executor {cfg.cluster.executor}, run dir {rd.root}")
+    for s in steps:
+        print(f"  - {s.describe()}")
+    rc = _execute(cfg, rd, steps, args, throttle)
+    if args.stage == "search" and rc == 0:
+        print_summary(cfg, rd)
+    elif args.stage == "finetune" and steps and steps[-1].kind == "finetune" and rc == 0:
+        last = steps[-1].round
+        if not rd.update_done(last):
+            print(f"round {last}'s update is not part of this submission: run `--stage update --round {last}`")
+    return rc
+
+
+def _execute(cfg: Config, rd: Any, steps: list[Any], args: argparse.Namespace, throttle: int) -> int:
+    from hpcaug.search import jobs
+
+    if rd is None:  # advaa: its own directory under the run path
+        rd = jobs.RunDir(cfg.run_path)
+        rd.logs_dir.mkdir(parents=True, exist_ok=True)
+    show = _progress_printer(cfg, rd)
+    ex = cfg.cluster.executor
+    if ex == "inline":
+        jobs.run_inline(cfg, rd, steps, progress=show)
+    elif ex == "local":
+        jobs.run_local(cfg, rd, steps, progress=show)
+    else:
+        submitted = jobs.submit_slurm(cfg, rd, steps, throttle)
+        if args.no_wait:
+            print(f"submitted {len(submitted)} job(s); follow with `python -m hpcaug.submit --stage status "
+                  f"--config {args.config}` or squeue")
+            return 0
+        ok = jobs.follow(cfg, rd, submitted, progress=show)
+        if not ok:
+            print(f"error: the chain ended before {steps[-1].describe()} finished; see {rd.logs_dir} and "
+                  f"`python -m hpcaug.submit --stage status --config {args.config}`; rerun the same command to "
+                  "resume", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
