@@ -1,0 +1,111 @@
+"""The local SLURM cluster end to end, through submitit as the stages use it (real daemons, sacct)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+import submitit
+
+pytestmark = pytest.mark.slurm
+
+# Jobs unpickle these functions in a fresh interpreter whose sys.path lacks tests/: ship the
+# functions by value instead of as references to an importable module.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _square_and_record(x: int, out_dir: str) -> int:
+    Path(out_dir, f"rec_{x}.txt").write_text(f"{x * x} {os.environ['SLURMD_NODENAME']}")
+    return x * x
+
+
+def _sum_records(out_dir: str) -> tuple[int, list[str]]:
+    recs = [p.read_text().split() for p in sorted(Path(out_dir).glob("rec_*.txt"))]
+    return sum(int(v) for v, _ in recs), sorted({node for _, node in recs})
+
+
+def _where_am_i() -> tuple[str, int, int, str]:
+    env = submitit.JobEnvironment()
+    return os.environ["SLURMD_NODENAME"], env.global_rank, env.num_tasks, os.environ["SLURM_JOB_NUM_NODES"]
+
+
+def _sleep_if_one(i: int) -> int:
+    if i == 1:
+        time.sleep(600)
+    return i
+
+
+def _fail() -> None:
+    raise ValueError("this job fails on purpose")
+
+
+def _touch(path: str) -> str:
+    Path(path).write_text("ran")
+    return path
+
+
+def test_map_array_then_dependent_job(slurm_cluster, tmp_path):
+    ex = slurm_cluster.executor(tmp_path / "logs", cpus_per_task=1, slurm_array_parallelism=8)
+    xs = [2, 3, 4, 5]
+    jobs = ex.map_array(_square_and_record, xs, [str(tmp_path)] * len(xs))
+    array_id = jobs[0].job_id.split("_")[0]
+    assert [j.job_id for j in jobs] == [f"{array_id}_{i}" for i in range(len(xs))]
+    # afterok on the array id waits for every task: the dependent must see all 4 records
+    ex.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{array_id}"})
+    dep = ex.submit(_sum_records, str(tmp_path))
+    total, nodes = dep.result()
+    assert total == 4 + 9 + 16 + 25
+    assert set(nodes) <= {f"n{i}" for i in range(1, slurm_cluster.nodes + 1)}
+    assert [j.result() for j in jobs] == [4, 9, 16, 25]
+    states = slurm_cluster.wait_states([j.job_id for j in jobs] + [dep.job_id], timeout=60)
+    assert set(states.values()) == {"COMPLETED"}, states
+
+
+def test_two_node_job_runs_one_task_per_node(slurm_cluster, tmp_path):
+    assert slurm_cluster.nodes >= 2, "start the cluster with NODES=2 (scripts/test.sh does)"
+    ex = slurm_cluster.executor(tmp_path / "logs", nodes=2, tasks_per_node=1, cpus_per_task=1)
+    job = ex.submit(_where_am_i)
+    results = job.results()  # submitit srun's the function once per task
+    assert sorted(r[0] for r in results) == ["n1", "n2"]
+    assert sorted(r[1] for r in results) == [0, 1]
+    assert all(r[2] == 2 and r[3] == "2" for r in results)
+
+
+def test_srun_spans_every_node(slurm_cluster):
+    n = slurm_cluster.nodes
+    out = slurm_cluster.run("srun", f"-N{n}", f"--ntasks={n}", "-l", "printenv", "SLURMD_NODENAME").stdout
+    assert sorted(line.split(": ")[1] for line in out.splitlines()) == [f"n{i}" for i in range(1, n + 1)]
+
+
+def test_scancel_one_array_task(slurm_cluster, tmp_path):
+    ex = slurm_cluster.executor(tmp_path / "logs", cpus_per_task=1, slurm_array_parallelism=8)
+    jobs = ex.map_array(_sleep_if_one, [0, 1, 2])
+    victim = jobs[1].job_id
+    slurm_cluster.wait_states([victim], done={"RUNNING"}, timeout=60)
+    slurm_cluster.run("scancel", victim)
+    assert [jobs[0].result(), jobs[2].result()] == [0, 2]
+    with pytest.raises(submitit.core.utils.UncompletedJobError):
+        jobs[1].result()
+    states = slurm_cluster.wait_states([j.job_id for j in jobs], timeout=60)
+    assert states == {jobs[0].job_id: "COMPLETED", victim: "CANCELLED", jobs[2].job_id: "COMPLETED"}
+    assert jobs[1].state.startswith("CANCELLED")
+
+
+def test_afterok_dependent_of_failed_job_does_not_pend(slurm_cluster, tmp_path):
+    ex = slurm_cluster.executor(tmp_path / "logs")
+    bad = ex.submit(_fail)
+    ex.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{bad.job_id}"})
+    marker = tmp_path / "dependent_ran"
+    dep = ex.submit(_touch, str(marker))
+    with pytest.raises(submitit.core.utils.FailedJobError, match="fails on purpose"):
+        bad.result()
+    # kill_invalid_depend in slurm.conf: the dependent is cancelled instead of pending forever
+    states = slurm_cluster.wait_states([bad.job_id, dep.job_id], timeout=60)
+    assert states == {bad.job_id: "FAILED", dep.job_id: "CANCELLED"}
+    with pytest.raises(submitit.core.utils.UncompletedJobError):
+        dep.result()
+    assert not marker.exists()
