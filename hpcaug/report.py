@@ -1,0 +1,686 @@
+"""See a search: plots and a markdown summary of an hpcaug run dir (AWS or AdvAA), partial or finished.
+
+    python -m hpcaug.report RUN_DIR [--out DIR] [--top-k K]
+
+`write_report(run_dir)` is what a search calls at its end; it only reads the run dir (the
+files the stages write, docs/architecture.md section 5) and writes `report.md` and PNGs
+into `RUN_DIR/report/` (or `--out`), each atomically, so it may run while the search runs.
+
+AWS run dir (hpcaug.search.rundir): rounds/<r>/theta.pt (the policy round r sampled from),
+rounds/<r>/results/<traj>.json (reward, choice counts, wall_s), rounds/<r>/update.json
+(rewards, baseline, entropy, PPO stats), shared/done.json and final/done.json (wall_s).
+AdvAA run dir (hpcaug.search.advaa): advaa/epochs.jsonl, one record per epoch (the M
+sampled policies, their mean losses and rewards, controller entropy, training metrics).
+Plots follow the papers' figures: AWS figure 6 (marginal of the first element over time),
+AdvAA figure 6 (op and magnitude percentages over epochs). docs/report.md explains them.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+__all__ = ["AWSRun", "AdvAARun", "RoundState", "read_run", "write_report", "aws_probabilities", "main"]
+
+# Stage -> which config field says how many GPUs one job of it holds (GPU-hours = wall x GPUs).
+_GPUS = {"shared": "multi", "finetune": "finetune", "update": "none", "final": "multi", "advaa": "multi"}
+
+
+# ------------------------------------------------------------------------------------------ reading
+@dataclass
+class RoundState:
+    """What the run dir holds about AWS round r (any part may be missing in a partial run)."""
+
+    index: int
+    theta: torch.Tensor | None = None  # theta.pt: the policy this round sampled from
+    theta_mtime: float | None = None
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)  # traj -> results/<traj>.json
+    result_mtimes: dict[int, float] = field(default_factory=dict)
+    update: dict[str, Any] | None = None  # update.json (None until update r ran)
+    update_mtime: float | None = None
+
+    @property
+    def rewards(self) -> list[float]:
+        """The round's rewards: update.json's once updated, else those of the results so far."""
+        if self.update is not None:
+            return [float(x) for x in self.update["rewards"]]
+        return [float(v["reward"]) for _, v in sorted(self.results.items())]
+
+
+@dataclass
+class AWSRun:
+    """An AWS search run dir, read once."""
+
+    root: Path
+    config: dict[str, Any]
+    rounds: list[RoundState]  # every round with a theta, a result or an update, in order
+    shared: dict[str, Any] | None  # shared/done.json
+    final: dict[str, Any] | None  # final/done.json
+    jobs: dict[str, dict[str, Any]]  # jobs/<key>.json: SLURM job ids the submitter recorded
+    config_mtime: float
+    shared_mtime: float | None = None
+    final_mtime: float | None = None
+    kind: str = "aws"
+
+    @property
+    def parametrisation(self) -> str:
+        return str(self.config.get("aws", {}).get("parametrisation", "joint"))
+
+    @property
+    def planned_rounds(self) -> int:
+        return int(self.config.get("aws", {}).get("rounds", 0))
+
+    @property
+    def trajectories_per_round(self) -> int:
+        return int(self.config.get("aws", {}).get("trajectories_per_round", 1))
+
+    @property
+    def rounds_done(self) -> int:
+        """Consecutive updated rounds 0..k-1 (as RunDir.rounds_done counts them)."""
+        k = 0
+        for r in self.rounds:
+            if r.index != k or r.update is None:
+                break
+            k += 1
+        return k
+
+    def thetas(self) -> list[tuple[int, torch.Tensor]]:
+        """(round, theta) for every round whose theta.pt exists."""
+        return [(r.index, r.theta) for r in self.rounds if r.theta is not None]
+
+
+@dataclass
+class AdvAARun:
+    """An AdvAA run dir, read once."""
+
+    root: Path
+    config: dict[str, Any]
+    records: list[dict[str, Any]]  # advaa/epochs.jsonl
+    records_mtime: float | None
+    config_mtime: float
+    kind: str = "advaa"
+
+    @property
+    def planned_epochs(self) -> int:
+        return int(self.config.get("train", {}).get("epochs", 0))
+
+
+def _read_json(path: Path) -> Any | None:
+    """JSON content, or None when the file is missing or unreadable (a partial run)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _not_a_run(root: Path, why: str) -> ValueError:
+    return ValueError(f"{root} is not an hpcaug run dir ({why}). Pass the run_dir of a search: the directory "
+                      "`python -m hpcaug.submit --stage search --config C` writes (default runs/<name>, with "
+                      "config.json and rounds/ for AWS, advaa/epochs.jsonl for AdvAA)")
+
+
+def read_run(run_dir: str | os.PathLike[str]) -> AWSRun | AdvAARun:
+    """Read an AWS or AdvAA run dir; ValueError (saying what to pass) for anything else."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise _not_a_run(root, "no such directory")
+    cfg_path = root / "config.json"
+    config = _read_json(cfg_path)
+    if (root / "advaa").is_dir():
+        records: list[dict[str, Any]] = []
+        path = root / "advaa" / "epochs.jsonl"
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue  # never written half (atomic), but skip rather than fail
+        return AdvAARun(root, config or {}, records, _mtime(path), _mtime(cfg_path) or 0.0)
+    if config is None:
+        raise _not_a_run(root, "no readable config.json")
+    if not (root / "rounds").is_dir() and not (root / "shared").is_dir():
+        raise _not_a_run(root, "config.json but neither rounds/ nor shared/ nor advaa/")
+    rounds: list[RoundState] = []
+    rdirs = sorted((int(d.name), d) for d in (root / "rounds").iterdir() if d.name.isdigit()) \
+        if (root / "rounds").is_dir() else []
+    for r, d in rdirs:
+        st = RoundState(r)
+        tp = d / "theta.pt"
+        if tp.is_file():
+            try:
+                st.theta = torch.load(tp, map_location="cpu", weights_only=True)["theta"].detach().double()
+                st.theta_mtime = _mtime(tp)
+            except Exception:  # noqa: BLE001  a theta being replaced: treat as not there yet
+                st.theta = None
+        for p in sorted((d / "results").glob("*.json")) if (d / "results").is_dir() else []:
+            if p.name.startswith(".") or not p.stem.isdigit():
+                continue
+            v = _read_json(p)
+            if isinstance(v, dict) and "reward" in v:
+                st.results[int(p.stem)] = v
+                st.result_mtimes[int(p.stem)] = _mtime(p) or 0.0
+        st.update = _read_json(d / "update.json")
+        st.update_mtime = _mtime(d / "update.json") if st.update is not None else None
+        if st.theta is not None or st.results or st.update is not None:
+            rounds.append(st)
+    jobs = {}
+    if (root / "jobs").is_dir():
+        for p in sorted((root / "jobs").glob("*.json")):
+            v = _read_json(p)
+            if isinstance(v, dict) and "job_id" in v:
+                jobs[p.stem] = v
+    return AWSRun(root, config, rounds, _read_json(root / "shared" / "done.json"),
+                  _read_json(root / "final" / "done.json"), jobs, _mtime(cfg_path) or 0.0,
+                  _mtime(root / "shared" / "done.json"), _mtime(root / "final" / "done.json"))
+
+
+def aws_probabilities(theta: torch.Tensor, parametrisation: str = "joint") -> torch.Tensor:
+    """p over the 1296 operations as a [36, 36] matrix: row = first element, column = second."""
+    from hpcaug.ops.policy import aws_log_probs
+    from hpcaug.ops.spaces import AWS_SPACE
+
+    e = AWS_SPACE.num_elements
+    return aws_log_probs(theta.detach().double(), parametrisation).exp().view(e, e)
+
+
+def element_names() -> list[str]:
+    """The 36 AWS element names ('ShearX:3', ..., 'Invert'), in theta's order."""
+    from hpcaug.ops.spaces import AWS_SPACE
+
+    return [e.name for e in AWS_SPACE.elements]
+
+
+# ------------------------------------------------------------------------------------------ timing
+@dataclass
+class StageTime:
+    """Wall time of one stage and its GPU-hours (wall x the GPUs the config gives one job)."""
+
+    stage: str
+    jobs: int
+    wall_s: float  # summed over jobs (task-seconds for array stages)
+    gpus_per_job: int
+    source: str  # "recorded" (the stage wrote wall_s) or "file timestamps"
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.wall_s * self.gpus_per_job / 3600.0
+
+
+def _gpus(config: dict[str, Any], stage: str) -> int:
+    c = config.get("cluster", {})
+    kind = _GPUS[stage]
+    if kind == "multi":
+        return int(c.get("nodes", 1)) * int(c.get("gpus_per_node", 0))
+    if kind == "finetune":
+        return int(c.get("finetune_gpus", 0))
+    return 0
+
+
+def round_durations(run: AWSRun) -> list[tuple[int, float]]:
+    """(round, seconds from the file that started it to its update.json) for updated rounds.
+
+    Round 0 starts when shared/done.json was written, round r > 0 when update r-1 wrote
+    theta r; from file modification times (the stages do not record them).
+    """
+    out = []
+    by_index = {r.index: r for r in run.rounds}
+    for r in run.rounds:
+        if r.update_mtime is None:
+            continue
+        prev = by_index.get(r.index - 1)
+        start = run.shared_mtime if r.index == 0 else (prev.update_mtime if prev else None)
+        if start is None:
+            start = r.theta_mtime if r.index > 0 else None
+        if start is not None and r.update_mtime >= start:
+            out.append((r.index, r.update_mtime - start))
+    return out
+
+
+def aws_stage_times(run: AWSRun) -> list[StageTime]:
+    """Per-stage wall time: recorded wall_s where the stage writes one, else file timestamps."""
+    out = []
+    if run.shared is not None and "wall_s" in run.shared:
+        out.append(StageTime("shared", 1, float(run.shared["wall_s"]), _gpus(run.config, "shared"), "recorded"))
+    walls = [float(v["wall_s"]) for r in run.rounds for v in r.results.values() if "wall_s" in v]
+    if walls:
+        out.append(StageTime("finetune", len(walls), sum(walls), _gpus(run.config, "finetune"), "recorded"))
+    upd = []
+    for r in run.rounds:
+        if r.update_mtime is not None and r.result_mtimes:
+            upd.append(max(0.0, r.update_mtime - max(r.result_mtimes.values())))
+    if upd:
+        out.append(StageTime("update", len(upd), sum(upd), _gpus(run.config, "update"), "file timestamps"))
+    if run.final is not None and "wall_s" in run.final:
+        out.append(StageTime("final", 1, float(run.final["wall_s"]), _gpus(run.config, "final"), "recorded"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ plotting
+def _figure(w: float, h: float) -> Any:
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe inside a search process
+
+    return Figure(figsize=(w, h), dpi=100, layout="constrained")
+
+
+def _save(fig: Any, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _atomic_write(path, buf.getvalue())
+    return path
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _colors(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    maps = [colormaps["tab20"], colormaps["tab20b"], colormaps["tab20c"]]
+    return [maps[(i // 20) % 3](i % 20) for i in range(n)]
+
+
+def plot_heatmap(run: AWSRun, path: Path) -> Path | None:
+    """36 x 36 heatmap of p over operations (latest theta), element names on both axes."""
+    thetas = run.thetas()
+    if not thetas:
+        return None
+    r, theta = thetas[-1]
+    p = aws_probabilities(theta, run.parametrisation).numpy()
+    names = element_names()
+    fig = _figure(11, 9.5)
+    ax = fig.add_subplot()
+    im = ax.imshow(p, cmap="viridis", interpolation="nearest")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("second element")
+    ax.set_ylabel("first element")
+    after = f"after {r} update{'s' if r != 1 else ''}"
+    ax.set_title(f"p(operation) of round {r} ({after}); uniform = {1 / p.size:.2e}, max = {p.max():.2e}")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="probability")
+    return _save(fig, path)
+
+
+def plot_marginal(run: AWSRun, path: Path) -> Path | None:
+    """Stacked area of the first element's marginal over rounds (AWS figure 6)."""
+    import numpy as np
+
+    thetas = run.thetas()
+    if not thetas:
+        return None
+    xs = [r for r, _ in thetas]
+    marg = np.stack([aws_probabilities(t, run.parametrisation).sum(1).numpy() for _, t in thetas], 1)  # [36, R]
+    names = element_names()
+    fig = _figure(12, 6)
+    ax = fig.add_subplot()
+    if len(xs) == 1:  # one round: a bar, an area needs two points
+        ax.bar([xs[0]] * len(names), marg[:, 0], bottom=np.cumsum(marg[:, 0]) - marg[:, 0],
+               color=_colors(len(names)), label=names, width=0.6)
+    else:
+        ax.stackplot(xs, marg, labels=names, colors=_colors(len(names)), linewidth=0)
+        ax.set_xlim(xs[0], xs[-1])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("round (theta after that many updates)")
+    ax.set_ylabel("p(first element)")
+    ax.set_title("Marginal of the first element over rounds (rows of the 36 x 36 matrix summed)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=2, fontsize=7, frameon=False)
+    return _save(fig, path)
+
+
+def plot_rewards(run: AWSRun, path: Path) -> Path | None:
+    """Rewards per round (each trajectory, mean, +-1 std, min-max) and the EMA baseline."""
+    import numpy as np
+
+    rows = [(r.index, r.rewards, r.update) for r in run.rounds if r.rewards]
+    if not rows:
+        return None
+    fig = _figure(9, 5)
+    ax = fig.add_subplot()
+    xs = np.array([r for r, _, _ in rows], dtype=float)
+    mean = np.array([np.mean(v) for _, v, _ in rows])
+    std = np.array([np.std(v) for _, v, _ in rows])
+    lo = np.array([np.min(v) for _, v, _ in rows])
+    hi = np.array([np.max(v) for _, v, _ in rows])
+    for r, v, _ in rows:
+        ax.scatter([r] * len(v), v, s=6, color="0.55", alpha=0.6, linewidths=0)
+    ax.fill_between(xs, lo, hi, color="C0", alpha=0.12, label="min-max")
+    ax.fill_between(xs, mean - std, mean + std, color="C0", alpha=0.28, label="mean +- std")
+    ax.plot(xs, mean, "o-", color="C0", ms=3, label="mean reward")
+    bx = [r for r, _, u in rows if u is not None and "baseline_used" in u]
+    if bx:
+        ax.plot(bx, [u["baseline_used"] for _, _, u in rows if u is not None and "baseline_used" in u], "s--",
+                color="C3", ms=3, label="baseline (subtracted in the round)")
+        ax.plot(bx, [u["baseline"] for _, _, u in rows if u is not None and "baseline_used" in u], ":",
+                color="C3", alpha=0.6, label="baseline after the update")
+    partial = [r for r, _, u in rows if u is None]
+    if partial:
+        ax.axvspan(min(partial) - 0.5, max(partial) + 0.5, color="0.9", zorder=0, label="not yet updated")
+    ax.set_xlabel("round")
+    ax.set_ylabel("reward (val top-1 of the fine-tunes)")
+    ax.set_title("Rewards per round and the moving-average baseline")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_entropy(run: AWSRun, path: Path) -> Path | None:
+    """Entropy of p_theta of every round, with the uniform maximum log(1296)."""
+    from hpcaug.ops.spaces import AWS_SPACE
+
+    thetas = run.thetas()
+    if not thetas:
+        return None
+    ent = []
+    for _, t in thetas:
+        p = aws_probabilities(t, run.parametrisation).flatten()
+        ent.append(float(-(p * p.clamp_min(1e-300).log()).sum()))
+    fig = _figure(8, 4)
+    ax = fig.add_subplot()
+    ax.plot([r for r, _ in thetas], ent, "o-", ms=3, label="entropy of p_theta (nats)")
+    ax.axhline(math.log(AWS_SPACE.num_operations), color="0.5", ls="--", label="uniform (log 1296)")
+    ax.set_xlabel("round (theta after that many updates)")
+    ax.set_ylabel("nats")
+    ax.set_title("Policy entropy")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def advaa_frequencies(records: Sequence[dict[str, Any]]) -> tuple[list[int], Any, Any]:
+    """(epochs, op share [16, E], magnitude share [10, E]) over every (op, magnitude) the M policies chose."""
+    import numpy as np
+
+    from hpcaug.ops.table import NUM_BINS, OP_NAMES
+
+    idx = {n: i for i, n in enumerate(OP_NAMES)}
+    ops = np.zeros((len(OP_NAMES), len(records)))
+    mags = np.zeros((NUM_BINS, len(records)))
+    for j, rec in enumerate(records):
+        for pol in rec["policies"]:
+            for sub in pol:
+                for name, b in sub:
+                    ops[idx[name], j] += 1
+                    mags[int(b), j] += 1
+    ops /= np.maximum(ops.sum(0, keepdims=True), 1)
+    mags /= np.maximum(mags.sum(0, keepdims=True), 1)
+    return [int(r["epoch"]) for r in records], ops, mags
+
+
+def _smooth(x: Any, window: int) -> Any:
+    """Mean over the last `window` epochs (AdvAA figure 6 averages every five)."""
+    import numpy as np
+
+    if window <= 1:
+        return x
+    c = np.cumsum(np.pad(x, ((0, 0), (1, 0))), axis=1)
+    k = np.arange(x.shape[1])
+    lo = np.maximum(0, k + 1 - window)
+    return (c[:, k + 1] - c[:, lo]) / (k + 1 - lo)
+
+
+def plot_advaa(run: AdvAARun, out: Path, window: int) -> list[Path]:
+    """AdvAA figure 6: op and magnitude percentages over epochs; plus per-policy losses and entropy."""
+    import numpy as np
+
+    from hpcaug.ops.table import NUM_BINS, OP_NAMES
+
+    if not run.records:
+        return []
+    epochs, ops, mags = advaa_frequencies(run.records)
+    w = window if len(epochs) >= 2 * window else 1
+    paths = []
+    for name, data, labels, title in (
+            ("advaa_ops.png", ops, list(OP_NAMES), "Operations"),
+            ("advaa_magnitudes.png", mags, [str(b) for b in range(NUM_BINS)], "Magnitudes (0 = mildest, 9 = strongest)")):
+        fig = _figure(11, 5.5)
+        ax = fig.add_subplot()
+        d = 100 * _smooth(data, w)
+        if len(epochs) == 1:
+            ax.bar([epochs[0]] * len(labels), d[:, 0], bottom=np.cumsum(d[:, 0]) - d[:, 0],
+                   color=_colors(len(labels)), label=labels, width=0.6)
+        else:
+            cols = _colors(len(labels)) if len(labels) > 10 else \
+                [__import__("matplotlib").colormaps["viridis"](i / (len(labels) - 1)) for i in range(len(labels))]
+            ax.stackplot(epochs, d, labels=labels, colors=cols, linewidth=0)
+            ax.set_xlim(epochs[0], epochs[-1])
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("percentage (%)")
+        ax.set_title(f"{title} in the sampled policies" + (f" (mean over {w} epochs)" if w > 1 else ""))
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+        paths.append(_save(fig, out / name))
+    fig = _figure(9, 4.5)
+    ax = fig.add_subplot()
+    losses = np.array([r["mean_loss"] for r in run.records])  # [E, M]
+    ax.fill_between(epochs, losses.min(1), losses.max(1), alpha=0.25, color="C1", label="min-max over the M policies")
+    ax.plot(epochs, losses.mean(1), "o-", ms=3, color="C1", label="mean training loss (the reward signal)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [r["entropy"] for r in run.records], "--", color="C2", label="controller entropy")
+    ax2.set_ylabel("entropy (nats per policy)")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8)
+    ax.set_title("Per-policy training losses and controller entropy")
+    paths.append(_save(fig, out / "advaa_losses.png"))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------ summary
+def _fmt_s(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def top_operations(run: AWSRun, k: int) -> list[tuple[int, str, str, float]]:
+    """(operation index, first element, second element, probability) of the k likeliest operations."""
+    thetas = run.thetas()
+    if not thetas:
+        return []
+    p = aws_probabilities(thetas[-1][1], run.parametrisation).flatten()
+    names = element_names()
+    vals, idx = torch.topk(p, min(k, p.numel()))
+    e = len(names)
+    return [(int(i), names[int(i) // e], names[int(i) % e], float(v)) for v, i in zip(vals, idx)]
+
+
+def _aws_summary(run: AWSRun, images: list[Path], top_k: int) -> str:
+    import numpy as np
+
+    from hpcaug.ops.spaces import AWS_SPACE
+
+    lines = [f"# Search report: {run.root.name} (AWS)", ""]
+    name = run.config.get("name", run.root.name)
+    t = run.trajectories_per_round
+    done = run.rounds_done
+    state = "finished" if run.final is not None else ("search finished" if done >= run.planned_rounds > 0
+                                                      else "in progress (partial run)")
+    lines += [f"- config: `{name}`, parametrisation `{run.parametrisation}`, {t} trajectories per round",
+              f"- state: {state}",
+              f"- shared stage: {'done' if run.shared is not None else 'not done'}",
+              f"- rounds updated: {done} of {run.planned_rounds}",
+              f"- final training: {'done' if run.final is not None else 'not done'}"]
+    cur = next((r for r in run.rounds if r.update is None), None)
+    if cur is not None:
+        lines.append(f"- round {cur.index}: {len(cur.results)} of {t} fine-tune results, not yet updated")
+    lines.append("")
+    thetas = run.thetas()
+    if thetas:
+        r_last = thetas[-1][0]
+        lines += [f"## Top {top_k} operations (theta of round {r_last}, after {r_last} updates)", "",
+                  f"Uniform probability: 1/{AWS_SPACE.num_operations} = {1 / AWS_SPACE.num_operations:.5f}.", "",
+                  "| rank | operation | first element | second element | probability | x uniform |",
+                  "|---:|---:|---|---|---:|---:|"]
+        for i, (k, a, b, p) in enumerate(top_operations(run, top_k), 1):
+            lines.append(f"| {i} | {k} | {a} | {b} | {p:.5f} | {p * AWS_SPACE.num_operations:.2f} |")
+        marg = aws_probabilities(thetas[-1][1], run.parametrisation).sum(1)
+        names = element_names()
+        order = torch.argsort(marg, descending=True)[:5].tolist()
+        lines += ["", "First-element marginal, top 5: " + ", ".join(f"{names[i]} {float(marg[i]):.4f}" for i in order),
+                  ""]
+    rows = [r for r in run.rounds if r.rewards]
+    if rows:
+        lines += ["## Rewards per round", "",
+                  "| round | rewards | mean | std | min | max | baseline used | entropy after | KL | PPO epochs |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        shown = rows if len(rows) <= 30 else rows[:5] + rows[-25:]
+        for i, r in enumerate(shown):
+            if len(rows) > 30 and i == 5:
+                lines.append(f"| ... | {len(rows) - 30} rounds left out (all in rounds.csv) | | | | | | | | |")
+            v = np.array(r.rewards)
+            u = r.update or {}
+            lines.append(f"| {r.index} | {len(v)} | {v.mean():.4f} | {v.std():.4f} | {v.min():.4f} | {v.max():.4f} | "
+                         + (f"{u['baseline_used']:.4f} | {u['entropy']:.4f} | {u['kl']:.5f} | {u['ppo_epochs']} |"
+                            if u else "- | - | - | - (not updated yet) |"))
+        lines.append("")
+    times = aws_stage_times(run)
+    lines += ["## Wall time and GPU-hours", ""]
+    if times:
+        lines += ["| stage | jobs | wall time (sum over jobs) | GPUs per job | GPU-hours | source |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for s in times:
+            lines.append(f"| {s.stage} | {s.jobs} | {_fmt_s(s.wall_s)} | {s.gpus_per_job} | {s.gpu_hours:.2f} | {s.source} |")
+        total = sum(s.gpu_hours for s in times)
+        lines += ["", f"Total: {total:.2f} GPU-hours."]
+    durs = round_durations(run)
+    if durs:
+        lines += ["", f"Mean round time: {_fmt_s(float(np.mean([d for _, d in durs])))} over {len(durs)} rounds "
+                  "(from file timestamps: previous update.json, or shared/done.json for round 0, to this "
+                  "round's update.json)."]
+    lines += ["", "GPU-hours = wall time x the GPUs the run's config gives one job of the stage "
+              "(cluster.nodes x cluster.gpus_per_node for shared/final, cluster.finetune_gpus for a "
+              "fine-tune, 0 for the CPU-only update). shared, finetune and final record their own wall_s; "
+              "the update does not, so its time is taken from file timestamps (its update.json minus the "
+              "round's last result file): timestamps are only as good as the file system's clock, and a "
+              "copied run dir loses them.", ""]
+    if images:
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images] + [""]
+    return "\n".join(lines)
+
+
+def _advaa_summary(run: AdvAARun, images: list[Path], top_k: int) -> str:
+    import numpy as np
+
+    from hpcaug.ops.table import OP_NAMES
+
+    name = run.config.get("name", run.root.name)
+    lines = [f"# Search report: {run.root.name} (Adversarial AutoAugment)", "",
+             f"- config: `{name}`",
+             f"- epochs recorded: {len(run.records)} of {run.planned_epochs}"
+             + (" (in progress or stopped)" if len(run.records) < run.planned_epochs else ""), ""]
+    if run.records:
+        last = run.records[-1]
+        _, ops, mags = advaa_frequencies(run.records[-min(5, len(run.records)):])
+        share = ops.mean(1)
+        order = np.argsort(-share)[:top_k]
+        n = min(5, len(run.records))
+        lines += [f"## Top {top_k} operations over the last {n} epochs", "", "| rank | op | share |", "|---:|---|---:|"]
+        lines += [f"| {i} | {OP_NAMES[j]} | {100 * share[j]:.1f}% |" for i, j in enumerate(order, 1)]
+        lines += ["", "Magnitude shares over the same epochs: "
+                  + ", ".join(f"{b}: {100 * m:.1f}%" for b, m in enumerate(mags.mean(1))), ""]
+        lines += [f"## Last epoch ({last['epoch']})", "",
+                  f"- mean training loss per policy: {', '.join(f'{x:.4f}' for x in last['mean_loss'])}",
+                  f"- normalised rewards: {', '.join(f'{x:+.3f}' for x in last['reward'])}",
+                  f"- controller entropy: {last['entropy']:.4f}", "", "Policies (sub-policies of (op, magnitude)):", ""]
+        for m, pol in enumerate(last["policies"]):
+            lines.append(f"{m}. " + "; ".join(" -> ".join(f"{o} {b}" for o, b in sub) for sub in pol))
+        lines.append("")
+        walls = [float(r.get("train", {}).get("epoch_time_s", 0.0)) for r in run.records]
+        if any(walls):
+            g = _gpus(run.config, "advaa")
+            tot = sum(walls)
+            lines += ["## Wall time and GPU-hours", "",
+                      f"Training epochs took {_fmt_s(tot)} in all (recorded per epoch as epoch_time_s; "
+                      f"validation not included), {tot * g / 3600:.2f} GPU-hours at {g} GPUs "
+                      "(cluster.nodes x cluster.gpus_per_node).", ""]
+    if images:
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images] + [""]
+    return "\n".join(lines)
+
+
+def _rounds_csv(run: AWSRun) -> str:
+    import numpy as np
+
+    out = ["round,rewards,mean,std,min,max,baseline_used,baseline,entropy,kl,ppo_epochs"]
+    for r in run.rounds:
+        v = np.array(r.rewards) if r.rewards else np.array([np.nan])
+        u = r.update or {}
+        vals = [r.index, len(r.rewards), v.mean(), v.std(), v.min(), v.max(), u.get("baseline_used", ""),
+                u.get("baseline", ""), u.get("entropy", ""), u.get("kl", ""), u.get("ppo_epochs", "")]
+        out.append(",".join(str(x) for x in vals))
+    return "\n".join(out) + "\n"
+
+
+def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
+                 top_k: int = 10, window: int = 5) -> Path:
+    """Write report.md and the PNG plots of a run dir into `out` (default RUN_DIR/report); -> report.md.
+
+    Works on partial runs (only what exists is plotted). window: epochs averaged in the AdvAA plots.
+    """
+    run = read_run(run_dir)
+    dest = Path(out) if out is not None else run.root / "report"
+    dest.mkdir(parents=True, exist_ok=True)
+    images: list[Path] = []
+    if isinstance(run, AWSRun):
+        for fn, name in ((plot_heatmap, "heatmap.png"), (plot_marginal, "marginal.png"),
+                         (plot_rewards, "rewards.png"), (plot_entropy, "entropy.png")):
+            p = fn(run, dest / name)
+            if p is not None:
+                images.append(p)
+        _atomic_write(dest / "rounds.csv", _rounds_csv(run).encode())
+        text = _aws_summary(run, images, top_k)
+    else:
+        images = plot_advaa(run, dest, window)
+        text = _advaa_summary(run, images, top_k)
+    text += f"\n_Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `python -m hpcaug.report`._\n"
+    _atomic_write(dest / "report.md", text.encode())
+    return dest / "report.md"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m hpcaug.report RUN_DIR [--out DIR]`: plots and report.md of a (running) search."""
+    ap = argparse.ArgumentParser(prog="python -m hpcaug.report", description=main.__doc__)
+    ap.add_argument("run_dir", help="the run dir of an AWS search or an AdvAA run (e.g. runs/demo)")
+    ap.add_argument("--out", default=None, help="output directory (default RUN_DIR/report)")
+    ap.add_argument("--top-k", type=int, default=10, help="operations listed in report.md")
+    ap.add_argument("--window", type=int, default=5, help="AdvAA plots: epochs averaged (paper: 5)")
+    args = ap.parse_args(argv)
+    try:
+        path = write_report(args.run_dir, args.out, top_k=args.top_k, window=args.window)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
