@@ -5,7 +5,7 @@
     srun --ntasks-per-node=8 python -m hpcaug.train --config C --out D                  # SLURM (see docs/training.md)
 
 It builds the configured policy (augment.policy, or --policy) M = augment.copies times and
-calls `hpcaug.train.train`; a second run with the same --out resumes. For the `final` stage
+calls `hpcaug.train.stages.run_train`; a second run with the same --out resumes. For the `final` stage
 of a search use `python -m hpcaug.submit --stage final` (same loop).
 """
 from __future__ import annotations
@@ -28,14 +28,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.set)
 
-    from hpcaug.ops import load_policy
-    from hpcaug.train import init_dist, train
+    from hpcaug.train import init_dist
+    from hpcaug.train.stages import run_train
 
     dist = init_dist(cfg.dist)
     try:
-        policy = load_policy(args.policy or cfg.augment.policy, cfg.augment)
-        result = train(cfg, args.out, [policy] * cfg.augment.copies,
-                       epochs=cfg.train.epochs if args.epochs is None else args.epochs, dist=dist)
+        result = run_train(cfg, args.out, args.policy, epochs=args.epochs, dist=dist)
         if dist.is_root and result.history:
             print(json.dumps({"final": result.history[-1], "steps": result.steps}), flush=True)
     finally:

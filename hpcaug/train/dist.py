@@ -474,7 +474,8 @@ def _init_horovod() -> HorovodDist:
         server = _setup_horovod_from_slurm(info)
     hvd.init()
     device = _pick_device(hvd.local_rank())
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, hvd.local_size())))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cpus // max(1, hvd.local_size())))
     return HorovodDist(hvd, device, server)
 
 

@@ -233,7 +233,7 @@ def _num_classes(cfg: Config, loader: Any) -> int:
         return int(n)
     from hpcaug.data.index import DatasetIndex
 
-    return len(DatasetIndex.open(cfg.data.dir).classes)
+    return int(DatasetIndex.open(cfg.data.dir).num_classes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +322,7 @@ def train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policies: Sequen
     start_epoch = int(meta["epoch"]) if meta else 0
     start_in_epoch = int(meta["step_in_epoch"]) if meta else 0
     global_step = int(meta["global_step"]) if meta else 0
+    loader_state = dict(meta["loader"]) if meta else {}
     part = meta.get("partial") if meta else None  # epoch accumulators (summed over ranks) of a mid-epoch checkpoint
     if meta and dist.is_root:
         log.info("resuming %s at epoch %d step %d (global step %d)", ckpt, start_epoch + 1, start_in_epoch,
@@ -338,8 +339,11 @@ def train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policies: Sequen
             "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": inner.state_dict(),
             "scaler": scaler.state_dict(), "schedule": sched.state_dict(), "epoch": epoch,
             "step_in_epoch": step_in_epoch, "global_step": global_step, "history": history,
-            "choice_counts": choice_counts, "partial": partial, "loader": train_loader.state_dict()  # type: ignore[union-attr]
-            if hasattr(train_loader, "state_dict") else None, "rng": rngs,
+            "choice_counts": choice_counts, "partial": partial,
+            # where the loader stands: `step_in_epoch` batches of `epoch` consumed (the loader's own
+            # state_dict lags one batch inside the for-loop, so it is written from our counters)
+            "loader": {"epoch": epoch, "step": step_in_epoch,
+                       "samples": step_in_epoch * cfg.data.batch_size * dist.size}, "rng": rngs,
             "hooks": hooks.state_dict() if hooks is not None else None, "world_size": dist.size,
             "model_name": tc.model, "config": cfg.to_json(),
         })
@@ -358,7 +362,7 @@ def train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policies: Sequen
                 train_loader.set_epoch(epoch)  # type: ignore[union-attr]
             first = start_in_epoch if resumed_mid else 0
             if resumed_mid and hasattr(train_loader, "load_state_dict"):
-                train_loader.load_state_dict({"epoch": epoch, "step": first})  # type: ignore[union-attr]
+                train_loader.load_state_dict(loader_state)  # type: ignore[union-attr]
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             n_rows = torch.zeros((), dtype=torch.int64, device=device)
             counts = torch.zeros(num_choices, dtype=torch.int64, device=device)

@@ -64,14 +64,16 @@ class WideResNet(nn.Module):
 
 
 class TinyResNet(nn.Module):
-    """A 3-stage pre-activation ResNet (one block per stage, widths 16/32/64), ~0.2M parameters.
+    """A 3-stage pre-activation ResNet (one block per stage, widths 16/32/64), ~78k parameters.
 
     Fast enough on 32x32 images on a CPU for the tests and the demo.
     """
 
     def __init__(self, num_classes: int, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        # a stride-2 stem: 32x32 inputs run the first stage at 16x16 (4x cheaper, still learns
+        # Fashion-MNIST well); larger inputs are pooled to 1x1 at the end all the same
+        self.conv = nn.Conv2d(3, widths[0], 3, 2, 1, bias=False)
         self.blocks = nn.Sequential(
             _BasicBlock(widths[0], widths[0], 1),
             _BasicBlock(widths[0], widths[1], 2),

@@ -3,6 +3,7 @@
 `run_final(cfg, run_dir, policy_spec)` is the `final` stage: train from scratch with a
 searched or baseline policy on the N x M enlarged batch (M = augment.copies). The CLI
 (`python -m hpcaug.submit --stage final`), `slurm/final_train.sh` and the tests call it.
+`CheckpointableTraining(run_final)` is the submitit job that requeues itself on timeout.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from hpcaug.config import Config
 from hpcaug.train.dist import Dist, init_dist
 from hpcaug.train.loop import TrainResult, train
 
-__all__ = ["run_final", "final_dir", "CheckpointableTraining"]
+__all__ = ["run_train", "run_final", "final_dir", "CheckpointableTraining"]
 
 
 def final_dir(run_dir: Union[str, "os.PathLike[str]"]) -> Path:
@@ -25,30 +26,41 @@ def final_dir(run_dir: Union[str, "os.PathLike[str]"]) -> Path:
     return Path(run_dir) / "final"
 
 
-def run_final(cfg: Config, run_dir: Union[str, "os.PathLike[str]"], policy_spec: Optional[str] = None, *,
+def run_train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policy_spec: Optional[str] = None, *,
               epochs: Optional[int] = None, dist: Optional[Dist] = None) -> TrainResult:
-    """Train `cfg.train.model` from scratch with a policy; resumes if R/final/checkpoint.pt exists.
+    """Train `cfg.train.model` from scratch with one policy into `out_dir` (resumes if it can).
 
     policy_spec: a policy name (config.POLICY_NAMES) or a policy JSON file (e.g. R/policy.json
-    of a search); None = `cfg.augment.policy`. Every one of the M = augment.copies copies of an
+    of a search); None = `cfg.augment.policy`. Each of the M = augment.copies copies of an
     image is augmented independently by that policy. epochs: default train.epochs.
-    Every rank of a multi-rank launch calls this; rank 0 writes.
+    Every rank of a multi-rank launch calls this; rank 0 writes out_dir/train.json at the end.
     """
-    from hpcaug.ops import load_policy  # the ops package; imported here to keep this module light
+    from hpcaug.ops import load_policy  # imported here to keep this module light
 
     spec = policy_spec or cfg.augment.policy
     if spec.endswith(".json") and not Path(spec).is_file():
         raise FileNotFoundError(f"policy file {spec!r} not found; pass a policy name or the policy.json a search wrote")
     policy = load_policy(spec, cfg.augment)
-    out = final_dir(run_dir)
+    out = Path(out_dir)
     dist = dist or init_dist(cfg.dist)
     result = train(cfg, out, [policy] * cfg.augment.copies, epochs=cfg.train.epochs if epochs is None else epochs,
                    dist=dist)
     if dist.is_root:
-        _write_json(out / "final.json", {"policy": spec, "policy_json": _policy_json(policy),
-                                         "copies": cfg.augment.copies, "history": result.history,
-                                         "choice_counts": result.choice_counts.tolist(), "steps": result.steps})
+        _write_json(out / "train.json", {"policy": spec, "policy_json": _policy_json(policy),
+                                         "copies": cfg.augment.copies, "ranks": dist.size,
+                                         "history": result.history, "choice_counts": result.choice_counts.tolist(),
+                                         "steps": result.steps})
     return result
+
+
+def run_final(cfg: Config, run_dir: Union[str, "os.PathLike[str]"], policy_spec: Optional[str] = None, *,
+              epochs: Optional[int] = None, dist: Optional[Dist] = None) -> TrainResult:
+    """The `final` stage: `run_train` into R/final (checkpoint.pt, metrics.jsonl, tb/, train.json).
+
+    policy_spec: the searched R/policy.json, a baseline name, or None for augment.policy.
+    epochs: default train.epochs (an AWS search's callers pass aws.final_epochs).
+    """
+    return run_train(cfg, final_dir(run_dir), policy_spec, epochs=epochs, dist=dist)
 
 
 def _policy_json(policy: Any) -> Any:
