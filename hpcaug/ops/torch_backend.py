@@ -1,0 +1,272 @@
+"""Batched torch backend: apply a per-sample program to uint8 NCHW images (CPU or CUDA).
+
+No per-image Python loop: at each step the samples are grouped by op and each op runs once on
+its group (all five geometric ops share one affine_grid + grid_sample call with per-sample
+matrices; enhance ops use per-sample factors; Equalize uses one bincount for the whole group).
+Rounding: float results are rounded to the nearest integer and clamped to 0..255.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ._formulas import GRAY, SHARPEN_KERNEL, affine_coeffs
+from .table import FILL, GEOMETRIC_OPS, IDENTITY, OPS, PARAM_EPS, op_id
+
+_Impl = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _to_u8(x: torch.Tensor) -> torch.Tensor:
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _col(v: torch.Tensor) -> torch.Tensor:
+    """Per-sample scalar [m] -> [m, 1, 1, 1] float32."""
+    return v.to(torch.float32).view(-1, 1, 1, 1)
+
+
+def _gray(xf: torch.Tensor) -> torch.Tensor:
+    if xf.shape[1] == 1:
+        return xf
+    w = torch.tensor(GRAY, dtype=xf.dtype, device=xf.device).view(1, 3, 1, 1)
+    return (xf * w).sum(1, keepdim=True)
+
+
+def geometric(x: torch.Tensor, ops: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """ShearX/Y, TranslateX/Y, Rotate for a group: nearest-neighbour gather with per-sample maps.
+
+    Nearest neighbour is AutoAugment's (PIL) and torchvision's AutoAugment default; pixels mapped
+    from outside the image get FILL.
+    """
+    m, c, h, w = x.shape
+    dev = x.device
+    m00, m01, m02, m10, m11, m12 = (t.to(torch.float32).view(m, 1, 1) for t in affine_coeffs(
+        ops.to(torch.float64), v.to(torch.float64), float(h), float(w), torch.cos, torch.sin, torch.round))
+    jx = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5).view(1, 1, w)
+    iy = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5).view(1, h, 1)
+    col = (m00.to(dev) * jx + (m01.to(dev) * iy + m02.to(dev))).floor_()
+    row = (m10.to(dev) * jx + (m11.to(dev) * iy + m12.to(dev))).floor_()
+    valid = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    idx = (row.clamp_(0, h - 1) * w + col.clamp_(0, w - 1)).to(torch.int64).view(m, 1, h * w)
+    out = x.reshape(m, c, h * w).gather(2, idx.expand(m, c, h * w)).view(m, c, h, w)
+    return out.masked_fill_(~valid.view(m, 1, h, w), FILL)
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """b + f * (a - b) (PIL ImageEnhance: f = 1 gives a, f = 0 gives the degenerate b)."""
+    return _to_u8(b + _col(f) * (a - b))
+
+
+def color(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x.clone()
+    xf = x.to(torch.float32)
+    return _blend(xf, _gray(xf), v)
+
+
+def contrast(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    xf = x.to(torch.float32)
+    mean = _gray(xf).mean(dim=(1, 2, 3), keepdim=True)
+    return _blend(xf, mean, v)
+
+
+def brightness(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    return _to_u8(x.to(torch.float32) * _col(v))
+
+
+def sharpness(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """PIL: blend with the SMOOTH-filtered image (rounded to uint8); the 1-pixel border is kept."""
+    m, c, h, w = x.shape
+    if h < 3 or w < 3:
+        return x.clone()
+    xf = x.to(torch.float32)
+    k = torch.tensor(SHARPEN_KERNEL, dtype=torch.float32, device=x.device) / 13.0
+    blur = F.conv2d(xf, k.expand(c, 1, 3, 3), groups=c).round_()
+    deg = xf.clone()
+    deg[:, :, 1:-1, 1:-1] = blur
+    return _blend(xf, deg, v)
+
+
+def posterize(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    bits = v.round().to(torch.int32).clamp(0, 8).to(x.device)
+    mask = ((255 << (8 - bits)) & 255).to(torch.uint8).view(-1, 1, 1, 1)
+    return x & mask
+
+
+def solarize(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    t = _col(v.to(x.device))
+    return torch.where(x.to(torch.float32) >= t, 255 - x, x)
+
+
+def autocontrast(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    lo = x.amin(dim=(2, 3), keepdim=True).to(torch.float32)
+    hi = x.amax(dim=(2, 3), keepdim=True).to(torch.float32)
+    ok = hi > lo
+    scale = torch.where(ok, 255.0 / (hi - lo).clamp(min=1), 1.0)
+    lo = torch.where(ok, lo, 0.0)
+    return _to_u8((x.to(torch.float32) - lo) * scale)
+
+
+def equalize(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageOps.equalize per channel (as torchvision): lut = (cdf_before + step // 2) // step."""
+    m, c, h, w = x.shape
+    flat = x.reshape(m * c, h * w).to(torch.int64)
+    offs = torch.arange(m * c, device=x.device).view(-1, 1) * 256
+    hist = torch.bincount((flat + offs).view(-1), minlength=m * c * 256).view(m * c, 256)
+    idx = torch.arange(256, device=x.device).expand(m * c, 256)
+    last = torch.where(hist > 0, idx, -1).amax(1, keepdim=True)
+    step = (h * w - hist.gather(1, last)) // 255
+    cum_before = hist.cumsum(1) - hist
+    lut = ((cum_before + step // 2) // step.clamp(min=1)).clamp(max=255)
+    lut = torch.where(step > 0, lut, idx)
+    return lut.gather(1, flat).to(torch.uint8).view(m, c, h, w)
+
+
+def invert(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    return 255 - x
+
+
+def cutout_box(v: torch.Tensor, u: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, ...]:
+    """(y0, x0, y1, x1) int64 of the Cutout square, clipped to the image (same rule as DALI's)."""
+    side = torch.round(v.to(torch.float64) * min(h, w)).to(torch.int64)
+    cx = torch.floor(u[:, 0].to(torch.float64) * w).to(torch.int64)
+    cy = torch.floor(u[:, 1].to(torch.float64) * h).to(torch.int64)
+    x0, y0 = cx - side // 2, cy - side // 2
+    return y0.clamp(0, h), x0.clamp(0, w), (y0 + side).clamp(0, h), (x0 + side).clamp(0, w)
+
+
+def cutout(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    m, c, h, w = x.shape
+    y0, x0, y1, x1 = (t.to(x.device).view(-1, 1, 1, 1) for t in cutout_box(v, u, h, w))
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+    return torch.where(inside, torch.full_like(x, FILL), x)
+
+
+def partner_index(u1: torch.Tensor, n: int) -> torch.Tensor:
+    """SamplePairing partner of each sample: floor(u1 * n), n = the batch size."""
+    return torch.floor(u1.to(torch.float64) * n).to(torch.int64).clamp(0, n - 1)
+
+
+def sample_pairing(x: torch.Tensor, v: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+    """(1 - w) * x + w * partner, rounded."""
+    xf = x.to(torch.float32)
+    return _to_u8(xf.add_(_col(v) * (partner.to(torch.float32) - xf)))
+
+
+IMPLS: dict[int, _Impl] = {
+    op_id("Color"): color, op_id("Posterize"): posterize, op_id("Solarize"): solarize,
+    op_id("Contrast"): contrast, op_id("Sharpness"): sharpness, op_id("Brightness"): brightness,
+    op_id("AutoContrast"): autocontrast, op_id("Equalize"): equalize, op_id("Invert"): invert,
+    op_id("Cutout"): cutout,
+}
+_SAMPLE_PAIRING = op_id("SamplePairing")
+_GEO = torch.tensor(sorted(GEOMETRIC_OPS))
+_LO = torch.tensor([op.param_range[0] for op in OPS], dtype=torch.float32) - PARAM_EPS
+_HI = torch.tensor([op.param_range[1] for op in OPS], dtype=torch.float32) + PARAM_EPS
+
+
+def check_program(images: torch.Tensor, op_ids: torch.Tensor, params: torch.Tensor) -> None:
+    """TypeError / ValueError, saying how to fix it, unless (images, op_ids, params) is valid."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (uint8 [n, C, H, W]), got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8 (0..255), got {images.dtype}; convert with "
+                        f"(x * 255).round().clamp(0, 255).to(torch.uint8) if they are floats in [0, 1]")
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be NCHW with C in (1, 3), got shape {tuple(images.shape)}; "
+                         f"for HWC/NHWC images use images.permute(0, 3, 1, 2)")
+    n = images.shape[0]
+    if n == 0:
+        raise ValueError("images is an empty batch (n = 0); skip the call for empty batches")
+    if images.shape[2] < 1 or images.shape[3] < 1:
+        raise ValueError(f"images have an empty spatial size {tuple(images.shape[2:])}")
+    if not isinstance(op_ids, torch.Tensor) or op_ids.dtype != torch.int64 or op_ids.dim() != 2:
+        raise TypeError(f"op_ids must be an int64 tensor [n, K] (from policy.sample), got "
+                        f"{getattr(op_ids, 'dtype', type(op_ids).__name__)} {tuple(getattr(op_ids, 'shape', ()))}")
+    if not isinstance(params, torch.Tensor) or params.dtype != torch.float32 or params.dim() != 3 or params.shape[2] != 3:
+        raise TypeError(f"params must be a float32 tensor [n, K, 3] (value, u1, u2), got "
+                        f"{getattr(params, 'dtype', type(params).__name__)} {tuple(getattr(params, 'shape', ()))}")
+    if op_ids.shape[0] != n or params.shape[:2] != op_ids.shape:
+        raise ValueError(f"shapes do not match: images {tuple(images.shape)}, op_ids {tuple(op_ids.shape)}, "
+                         f"params {tuple(params.shape)}; need op_ids [n, K] and params [n, K, 3] with n = {n}")
+    ids = op_ids.cpu()
+    if ((ids < IDENTITY) | (ids >= len(OPS))).any():
+        bad = ids[(ids < IDENTITY) | (ids >= len(OPS))][0].item()
+        raise ValueError(f"unknown op id {bad}; valid ids are -1 (identity) and 0..{len(OPS) - 1} (hpcaug.ops.table.OPS)")
+    p = params.cpu()
+    used = ids >= 0
+    safe = ids.clamp(min=0)
+    val = p[..., 0]
+    bad = used & ((val < _LO[safe]) | (val > _HI[safe]) | ~torch.isfinite(val))
+    if bad.any():
+        i, k = bad.nonzero()[0].tolist()
+        spec = OPS[int(ids[i, k])]
+        lo, hi = spec.param_range
+        raise ValueError(f"sample {i} step {k}: {spec.name} parameter {float(val[i, k])} is out of range "
+                         f"[{lo:.4g}, {hi:.4g}]; build params with OpSpec.param(bin, sign) or policy.sample()")
+    u = p[..., 1:]
+    if (used.unsqueeze(-1) & ((u < 0) | (u > 1) | ~torch.isfinite(u))).any():
+        raise ValueError("params[..., 1:] (u1, u2) must be in [0, 1]")
+
+
+CHUNK = 16  # images per kernel call: keeps float temporaries in cache (3x faster on CPU than whole batches)
+
+
+def _run(fn: Callable[..., torch.Tensor], out: torch.Tensor, idx: torch.Tensor, *args: torch.Tensor) -> None:
+    """out[idx] = fn(out[idx], *args[idx]) in chunks of CHUNK samples."""
+    for start in range(0, idx.numel(), CHUNK):
+        sl = idx[start:start + CHUNK]
+        out[sl] = fn(out[sl], *(a[start:start + CHUNK] for a in args))
+
+
+def apply_program(images: torch.Tensor, op_ids: torch.Tensor, params: torch.Tensor,
+                  *, validate: bool = True) -> torch.Tensor:
+    """Apply program (op_ids int64 [n, K], params float32 [n, K, 3]) to uint8 [n, C, H, W] images.
+
+    Steps run in order k = 0..K-1; op -1 leaves a sample unchanged. Returns a new uint8 tensor on
+    the images' device. SamplePairing at step k mixes with the batch as it was before step k.
+    """
+    if validate:
+        check_program(images, op_ids, params)
+    dev = images.device
+    out = images.clone()
+    ids_all = op_ids.to(dev)
+    prm_all = params.to(dev)
+    n = images.shape[0]
+    for k in range(op_ids.shape[1]):
+        ids = ids_all[:, k]
+        present = torch.unique(ids).tolist()
+        if present == [IDENTITY]:
+            continue
+        v, u = prm_all[:, k, 0], prm_all[:, k, 1:]
+        partners = None
+        if _SAMPLE_PAIRING in present:  # read the pre-step batch before any op of this step writes
+            sp = (ids == _SAMPLE_PAIRING).nonzero().squeeze(1)
+            partners = out[partner_index(u[sp, 0], n).to(dev)]
+        geo = torch.isin(ids, _GEO.to(dev))
+        if bool(geo.any()):
+            idx = geo.nonzero().squeeze(1)
+            _run(geometric, out, idx, ids[idx], v[idx])
+        for op in present:
+            if op == IDENTITY or op in GEOMETRIC_OPS:
+                continue
+            idx = (ids == op).nonzero().squeeze(1)
+            if op == _SAMPLE_PAIRING:
+                _run(sample_pairing, out, idx, v[idx], partners)
+            else:
+                _run(IMPLS[op], out, idx, v[idx], u[idx])
+    return out
+
+
+def augment(images: torch.Tensor, policy: "Policy", generator: torch.Generator | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample a program from `policy` for this batch and apply it: -> (images, choice)."""
+    s = policy.sample(int(images.shape[0]), generator)
+    return apply_program(images, s.op_ids, s.params), s.choice
+
+
+from .policy import Policy  # noqa: E402  (for the annotation only; policy does not import us)
