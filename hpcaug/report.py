@@ -143,6 +143,8 @@ def read_run(run_dir: str | os.PathLike[str]) -> AWSRun | AdvAARun:
         raise _not_a_run(root, "no such directory")
     cfg_path = root / "config.json"
     config = _read_json(cfg_path)
+    if config is None:
+        raise _not_a_run(root, "no readable config.json")
     if (root / "advaa").is_dir():
         records: list[dict[str, Any]] = []
         path = root / "advaa" / "epochs.jsonl"
@@ -152,9 +154,7 @@ def read_run(run_dir: str | os.PathLike[str]) -> AWSRun | AdvAARun:
                     records.append(json.loads(line))
                 except ValueError:
                     continue  # never written half (atomic), but skip rather than fail
-        return AdvAARun(root, config or {}, records, _mtime(path), _mtime(cfg_path) or 0.0)
-    if config is None:
-        raise _not_a_run(root, "no readable config.json")
+        return AdvAARun(root, config, records, _mtime(path), _mtime(cfg_path) or 0.0)
     if not (root / "rounds").is_dir() and not (root / "shared").is_dir():
         raise _not_a_run(root, "config.json but neither rounds/ nor shared/ nor advaa/")
     rounds: list[RoundState] = []
@@ -600,9 +600,9 @@ def _advaa_summary(run: AdvAARun, images: list[Path], top_k: int) -> str:
         last = run.records[-1]
         _, ops, mags = advaa_frequencies(run.records[-min(5, len(run.records)):])
         share = ops.mean(1)
-        order = np.argsort(-share)[:top_k]
+        order = [j for j in np.argsort(-share, kind="stable")[:top_k] if share[j] > 0]
         n = min(5, len(run.records))
-        lines += [f"## Top {top_k} operations over the last {n} epochs", "", "| rank | op | share |", "|---:|---|---:|"]
+        lines += [f"## Top {len(order)} operations over the last {n} epochs", "", "| rank | op | share |", "|---:|---|---:|"]
         lines += [f"| {i} | {OP_NAMES[j]} | {100 * share[j]:.1f}% |" for i, j in enumerate(order, 1)]
         lines += ["", "Magnitude shares over the same epochs: "
                   + ", ".join(f"{b}: {100 * m:.1f}%" for b, m in enumerate(mags.mean(1))), ""]
