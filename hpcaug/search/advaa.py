@@ -323,22 +323,23 @@ class AdvAAResult:
     train: Any  # hpcaug.train.loop.TrainResult
     records: Path  # <run>/advaa/epochs.jsonl
     policies: Path  # <run>/advaa/last_policies.json: the last epoch's M policies (JSON)
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)  # the epoch records (all epochs, resumed too)
+    hooks: Any = None  # the AdvAAHooks: controller, optimiser, last_record (identical on every rank)
 
 
-def run_advaa(cfg: Config, run_dir: str | os.PathLike[str]) -> AdvAAResult:
+def run_advaa(cfg: Config, run_dir: str | os.PathLike[str], *, dist: Any = None) -> AdvAAResult:
     """The ``advaa`` stage: one joint training run (target network + controller), resumable.
 
     Runs on every rank of a Horovod / torch.distributed job (srun, horovodrun) or in one
     process. Writes ``<run_dir>/advaa/``: checkpoint.pt (loop + controller), epochs.jsonl,
-    last_policies.json.
+    last_policies.json. ``dist``: an initialised ``hpcaug.train.dist.Dist`` (default: init_dist).
     """
     validate_advaa_config(cfg)
     from hpcaug.train.dist import init_dist
     from hpcaug.train.loop import train
 
     run = Path(run_dir)
-    dist = init_dist(cfg.dist)
+    dist = dist or init_dist(cfg.dist)
     hooks = AdvAAHooks(cfg, dist, run)
     out = run / "advaa"
     if getattr(dist, "is_root", True):
@@ -356,7 +357,7 @@ def run_advaa(cfg: Config, run_dir: str | os.PathLike[str]) -> AdvAAResult:
         pols = policies_from_actions(torch.tensor(last["actions"]), cfg.advaa.ops_per_sub_policy)
         _atomic_write_text(policies_path, json.dumps(
             {"epoch": last["epoch"], "policies": [json.loads(_to_json(p)) for p in pols]}, indent=1))
-    return AdvAAResult(train=result, records=out / RECORDS, policies=policies_path, history=records)
+    return AdvAAResult(train=result, records=out / RECORDS, policies=policies_path, history=records, hooks=hooks)
 
 
 def _to_json(policy: Any) -> str:
