@@ -19,7 +19,8 @@ _Impl = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _to_u8(x: torch.Tensor) -> torch.Tensor:
-    return x.round_().clamp_(0, 255).to(torch.uint8)
+    """float -> uint8: floor(x + 0.5) clamped to 0..255 (the DALI backend rounds the same way)."""
+    return x.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
 
 
 def _col(v: torch.Tensor) -> torch.Tensor:
@@ -83,7 +84,7 @@ def sharpness(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor
         return x.clone()
     xf = x.to(torch.float32)
     k = torch.tensor(SHARPEN_KERNEL, dtype=torch.float32, device=x.device) / 13.0
-    blur = F.conv2d(xf, k.expand(c, 1, 3, 3), groups=c).round_()
+    blur = F.conv2d(xf, k.expand(c, 1, 3, 3), groups=c).add_(0.5).floor_()
     deg = xf.clone()
     deg[:, :, 1:-1, 1:-1] = blur
     return _blend(xf, deg, v)

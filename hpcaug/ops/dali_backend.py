@@ -1,0 +1,273 @@
+"""DALI backend: the op table's elements as DALI operators, one op per sample chosen in-graph.
+
+`apply_program(images, op_ids, params)` works on DataNodes inside any pipeline defined with
+`enable_conditionals=True`: images are HWC uint8 (RGB) samples, op_ids int64 [K] and params
+float32 [K, 3] per sample (fed by `fn.external_source` from a policy's `sample`). At every step
+the batch is split among the ops by a binary tree of per-sample `if`s (the
+`nvidia.dali.auto_aug.core.select` scheme); each op is plain DALI arithmetic or one operator.
+The same code runs on CPU (`device_id=None`) and on GPU: the images' device decides where the
+pixel work runs, the per-sample parameters stay on the CPU.
+
+`run_program(images, op_ids, params)` runs a standalone pipeline on a torch uint8 NCHW batch
+(tests, benchmarks). Differences to the torch backend are measured in tests/test_ops_backends.py
+and listed in docs/ops.md.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from nvidia.dali import fn, pipeline_def, types
+import nvidia.dali.math as dmath
+from nvidia.dali.data_node import DataNode
+from nvidia.dali.pipeline import Pipeline
+
+from ._formulas import GRAY, SHARPEN_KERNEL, affine_coeffs
+from .table import FILL, GEOMETRIC_OPS, IDENTITY, OP_NAMES, OPS, op_id
+from .torch_backend import check_program
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="nvidia.dali")
+
+_Branch = Callable[..., DataNode]
+
+
+def _u8(x: DataNode) -> DataNode:
+    """float -> uint8 with the torch backend's rounding (floor(x + 0.5), clamped to 0..255)."""
+    return fn.cast(dmath.clamp(dmath.floor(x + 0.5), 0.0, 255.0), dtype=types.UINT8)
+
+
+def _f32(x: DataNode) -> DataNode:
+    return fn.cast(x, dtype=types.FLOAT)
+
+
+def _on(node: DataNode, like: DataNode) -> DataNode:
+    """Move a per-sample parameter to the images' device when it enters pixel arithmetic."""
+    return node.gpu() if getattr(like, "device", "cpu") == "gpu" and node.device == "cpu" else node
+
+
+# ------------------------------------------------------------------------------------ the ops
+def _identity(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    return x
+
+
+def _geometric(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    """ShearX/Y, TranslateX/Y, Rotate: one warp_affine with the shared destination->source map."""
+    h, w = s["shape"][0], s["shape"][1]
+    m = affine_coeffs(s["op"], s["v"], h, w, dmath.cos, dmath.sin, lambda t: dmath.floor(t + 0.5))
+    matrix = fn.reshape(fn.stack(*m), shape=[2, 3])
+    return fn.warp_affine(x, matrix=matrix, fill_value=float(FILL), interp_type=types.INTERP_NN,
+                          inverse_map=True)
+
+
+def _gray(xf: DataNode) -> DataNode:
+    return fn.reductions.sum(xf * types.Constant(np.array(GRAY, np.float32)), axes=[2], keep_dims=True)
+
+
+def _color(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    xf = _f32(x)
+    g = _gray(xf)
+    return _u8(g + _on(s["v"], x) * (xf - g))
+
+
+def _contrast(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    xf = _f32(x)
+    mean = fn.reductions.mean(_gray(xf), axes=[0, 1, 2])
+    return _u8(mean + _on(s["v"], x) * (xf - mean))
+
+
+def _brightness(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    return _u8(_f32(x) * _on(s["v"], x))
+
+
+def _sharpness(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    """PIL: blend with the SMOOTH-filtered image (rounded); the 1-pixel border keeps the input."""
+    k = np.array(SHARPEN_KERNEL, np.float32) / 13.0
+    blur = fn.filter(x, k, mode="valid")  # (H-2, W-2, C) uint8, rounded
+    d = _f32(blur) - _f32(x[1:-1, 1:-1])
+    hw = fn.cast(s["shape"][0:2], dtype=types.INT32)
+    dpad = fn.slice(d, start=types.Constant(np.array([-1, -1], np.int32)), shape=hw, axes=[0, 1],
+                    out_of_bounds_policy="pad", fill_values=0.0)
+    return _u8(_f32(x) + (1.0 - _on(s["v"], x)) * dpad)
+
+
+def _posterize(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    bits = dmath.floor(s["v"] + 0.5)
+    mask = fn.cast(255.0 - (dmath.pow(2.0, 8.0 - bits) - 1.0), dtype=types.UINT8)
+    return x & _on(mask, x)
+
+
+def _solarize(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    inv = x >= _on(s["v"], x)
+    keep = inv ^ True
+    return keep * x + inv * (types.Constant(255, dtype=types.UINT8) - x)
+
+
+def _autocontrast(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    lo = _f32(fn.reductions.min(x, axes=[0, 1], keep_dims=True))
+    hi = _f32(fn.reductions.max(x, axes=[0, 1], keep_dims=True))
+    ok = hi > lo
+    scale = 255.0 / ((hi - lo) * ok + (ok ^ True))  # 255 / (hi - lo), or 255 where hi == lo ...
+    scale = scale * ok + (ok ^ True)  # ... replaced by 1
+    return _u8((_f32(x) - lo * ok) * scale)
+
+
+def _equalize(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    """DALI's equalize follows OpenCV's formula (PIL's rounds the LUT differently; docs/ops.md)."""
+    return fn.equalize(x)
+
+
+def _invert(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    return types.Constant(255, dtype=types.UINT8) - x
+
+
+def _cutout(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    """Square of side round(v * min(H, W)) centred at (floor(u1 W), floor(u2 H)), clipped; FILL."""
+    h, w = s["shape"][0], s["shape"][1]
+    side = dmath.floor(s["v"] * dmath.min(h, w) + 0.5)
+    half = dmath.floor(side * 0.5)
+    x0 = dmath.floor(s["u1"] * w) - half
+    y0 = dmath.floor(s["u2"] * h) - half
+    y0c, x0c = dmath.clamp(y0, 0.0, h), dmath.clamp(x0, 0.0, w)
+    y1c, x1c = dmath.clamp(y0 + side, 0.0, h), dmath.clamp(x0 + side, 0.0, w)
+    anchor = fn.stack(y0c, x0c)
+    shape = fn.stack(y1c - y0c, x1c - x0c)
+    return fn.erase(x, anchor=anchor, shape=shape, axis_names="HW", fill_value=float(FILL))
+
+
+def _sample_pairing(x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    xf = _f32(x)
+    return _u8(xf + _on(s["v"], x) * (_f32(s["partner"]) - xf))
+
+
+# branch index -> implementation; op id -> branch index (all geometric ops share one branch)
+_BRANCH_OF_OP: dict[int, int] = {}
+_BRANCHES: list[tuple[str, _Branch]] = [("Identity", _identity), ("Geometric", _geometric)]
+_IMPL_BY_NAME: dict[str, _Branch] = {
+    "Color": _color, "Posterize": _posterize, "Solarize": _solarize, "Contrast": _contrast,
+    "Sharpness": _sharpness, "Brightness": _brightness, "AutoContrast": _autocontrast,
+    "Equalize": _equalize, "Invert": _invert, "Cutout": _cutout, "SamplePairing": _sample_pairing,
+}
+for _op in OPS:
+    if _op.id in GEOMETRIC_OPS:
+        _BRANCH_OF_OP[_op.id] = 1
+    else:
+        _BRANCH_OF_OP[_op.id] = len(_BRANCHES)
+        _BRANCHES.append((_op.name, _IMPL_BY_NAME[_op.name]))
+_SAMPLE_PAIRING = op_id("SamplePairing")
+
+
+def _branch_lut() -> np.ndarray:
+    """Branch index for op id + 1 (index 0 = identity)."""
+    return np.array([0] + [_BRANCH_OF_OP[i] for i in range(len(OPS))], dtype=np.int32)
+
+
+def _split(lo: int, hi: int, branch: DataNode, x: DataNode, s: dict[str, DataNode]) -> DataNode:
+    """Binary tree of per-sample conditionals over branches lo..hi (core.select's scheme)."""
+    if lo == hi:
+        return _BRANCHES[lo][1](x, s)
+    mid = (lo + hi) // 2
+    if branch <= mid:
+        out = _split(lo, mid, branch, x, s)
+    else:
+        out = _split(mid + 1, hi, branch, x, s)
+    return out
+
+
+def apply_program(images: DataNode, op_ids: DataNode, params: DataNode, *, num_steps: int = 2,
+                  sample_pairing: bool = True, batch_size: int | None = None) -> DataNode:
+    """Apply per-sample programs inside a DALI pipeline (needs `enable_conditionals=True`).
+
+    images: HWC uint8 RGB (cpu or gpu); op_ids: int64 [num_steps] per sample (-1 = identity);
+    params: float32 [num_steps, 3] per sample (value, u1, u2), both on the CPU.
+    sample_pairing=False drops the SamplePairing branch (saves one batch copy per step; use it
+    when the policy cannot emit SamplePairing, e.g. AWS). SamplePairing's partner is
+    floor(u1 * batch_size) with batch_size = the pipeline's max_batch_size unless given, so
+    batches must be full (readers pad the last batch).
+    """
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be an int >= 1 (the K of the program), got {num_steps!r}")
+    pipe = Pipeline.current()
+    if pipe is None:
+        raise RuntimeError("dali_backend.apply_program must be called inside a pipeline definition")
+    if not getattr(pipe, "_conditionals_enabled", True):
+        raise RuntimeError("dali_backend.apply_program needs @pipeline_def(enable_conditionals=True)")
+    bs = batch_size or pipe.max_batch_size
+    shape = fn.cast(images.shape(), dtype=types.FLOAT)  # ops keep the size: one shape for all steps
+    if getattr(shape, "device", "cpu") == "gpu":
+        shape = shape.cpu()  # GPU -> CPU (needs a DALI with dynamic executor; untested here)
+    keys, values = list(range(len(OPS) + 1)), [float(b) for b in _branch_lut()]
+    x = images
+    for k in range(num_steps):
+        op = op_ids[k]
+        branch = fn.cast(fn.lookup_table(fn.cast(op + 1, dtype=types.INT32), keys=keys, values=values,
+                                          default_value=0.0), dtype=types.INT32)
+        s = {"op": op, "v": params[k, 0], "u1": params[k, 1], "u2": params[k, 2], "shape": shape}
+        if sample_pairing:
+            pidx = fn.cast(dmath.min(dmath.floor(params[k, 1] * float(bs)), float(bs - 1)), dtype=types.INT32)
+            s["partner"] = fn.permute_batch(x, indices=pidx)
+            hi = len(_BRANCHES) - 1
+        else:
+            hi = len(_BRANCHES) - 2  # SamplePairing is the last branch
+        x = _split(0, hi, branch, x, s)
+    return x
+
+
+def pipeline_device() -> str:
+    """'gpu' when CUDA is available (torch's view), else 'cpu'."""
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+_PIPES: dict[tuple[Any, ...], Pipeline] = {}
+
+
+@pipeline_def(enable_conditionals=True)
+def _standalone(num_steps: int, device: str, sample_pairing: bool) -> DataNode:
+    imgs = fn.external_source(name="images", dtype=types.UINT8, layout="HWC")
+    ids = fn.external_source(name="op_ids", dtype=types.INT64)
+    prm = fn.external_source(name="params", dtype=types.FLOAT)
+    if device == "gpu":
+        imgs = imgs.gpu()
+    return apply_program(imgs, ids, prm, num_steps=num_steps, sample_pairing=sample_pairing)
+
+
+def build_pipeline(batch_size: int, num_steps: int, *, device: str | None = None, num_threads: int = 2,
+                   sample_pairing: bool = True) -> Pipeline:
+    """A built standalone pipeline fed by name: 'images' (HWC uint8), 'op_ids', 'params'."""
+    device = device or pipeline_device()
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    pipe = _standalone(num_steps, device, sample_pairing, batch_size=batch_size, num_threads=num_threads,
+                       device_id=0 if device == "gpu" else None, seed=0, prefetch_queue_depth=1,
+                       exec_async=False, exec_pipelined=False)
+    pipe.build()
+    return pipe
+
+
+def run_program(images: torch.Tensor, op_ids: torch.Tensor, params: torch.Tensor, *,
+                device: str | None = None, num_threads: int = 2) -> torch.Tensor:
+    """Apply a program to uint8 NCHW torch images with a (cached) standalone DALI pipeline."""
+    check_program(images, op_ids, params)
+    n, k = op_ids.shape
+    if k == 0:
+        return images.clone()
+    device = device or pipeline_device()
+    key = (n, k, device, num_threads)
+    if key not in _PIPES:
+        _PIPES[key] = build_pipeline(n, k, device=device, num_threads=num_threads)
+    pipe = _PIPES[key]
+    hwc = images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    pipe.feed_input("images", [hwc[i] for i in range(n)], layout="HWC")
+    pipe.feed_input("op_ids", [a for a in op_ids.cpu().numpy()])
+    pipe.feed_input("params", [a for a in params.cpu().numpy()])
+    (out,) = pipe.run()
+    if device == "gpu":
+        out = out.as_cpu()
+    arr = np.stack([np.asarray(out.at(i)) for i in range(n)])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+__all__ = ["apply_program", "build_pipeline", "run_program", "pipeline_device", "OP_NAMES", "IDENTITY"]
