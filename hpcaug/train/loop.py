@@ -43,6 +43,7 @@ class TrainResult:
     choice_counts: torch.Tensor  # int64 [num_choices]: how often the loader applied each choice, all ranks, all epochs
     checkpoint: Path  # out_dir/checkpoint.pt (the final state)
     steps: int = 0  # optimizer steps taken in total (resumed runs included)
+    model: Optional[nn.Module] = field(default=None, repr=False)  # the trained model (this rank's copy)
 
 
 class TrainHooks:
@@ -136,6 +137,24 @@ def evaluate(model: nn.Module, loader: _Loader, dist: Dist, *, amp: bool = False
     model.train()
     return {"val_top1": float(tot[0]) / n, "val_top5": float(tot[1]) / n, "val_loss": float(tot[2]) / n,
             "val_samples": int(tot[3])}
+
+
+def _average_buffers(model: nn.Module, dist: Dist) -> None:
+    """Average floating-point buffers (BatchNorm running mean/var) over ranks in one allreduce.
+
+    Horovod averages gradients only, so each rank's BN statistics follow its own shard; after
+    this every rank holds the same model, validates the same model and rank 0 saves it.
+    """
+    if dist.size == 1:
+        return
+    bufs = [b for b in model.buffers() if b.is_floating_point()]
+    if not bufs:
+        return
+    flat = dist.allreduce(torch.cat([b.detach().float().flatten() for b in bufs]).cpu(), "mean")
+    offset = 0
+    for b in bufs:
+        b.copy_(flat[offset:offset + b.numel()].view_as(b).to(b.device, b.dtype))
+        offset += b.numel()
 
 
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -426,6 +445,7 @@ def train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policies: Sequen
             acc = dist.allreduce(torch.cat([loss_sum.reshape(1), n_rows.double().reshape(1)]).cpu(), "sum")
             counts = dist.allreduce(counts.cpu(), "sum").to(torch.int64)
             choice_counts = choice_counts + counts
+            _average_buffers(model, dist)  # BN running stats differ per rank: average them so all agree
             metrics = evaluate(model, val_loader, dist, amp=amp, channels_last=channels_last)
             entry = {"epoch": epoch, "step": global_step, "train_loss": float(acc[0]) / max(1.0, float(acc[1])),
                      "train_samples": int(acc[1]), **metrics, "lr": sched(epoch * spe + spe - 1),
@@ -441,4 +461,4 @@ def train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policies: Sequen
     if not history and dist.is_root:
         log.info("nothing to do: %s already holds %d epochs", ckpt, start_epoch)
     return TrainResult(history=history, choice_counts=choice_counts.to(torch.int64), checkpoint=ckpt,
-                       steps=global_step)
+                       steps=global_step, model=model)

@@ -7,6 +7,7 @@ searched or baseline policy on the N x M enlarged batch (M = augment.copies). Th
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -50,7 +51,8 @@ def run_train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policy_spec:
                                          "copies": cfg.augment.copies, "ranks": dist.size,
                                          "history": result.history, "choice_counts": result.choice_counts.tolist(),
                                          "steps": result.steps})
-    return result
+    # submitit pickles the return value through the shared folder: leave the weights in checkpoint.pt
+    return dataclasses.replace(result, model=None)
 
 
 def run_final(cfg: Config, run_dir: Union[str, "os.PathLike[str]"], policy_spec: Optional[str] = None, *,
