@@ -136,30 +136,40 @@ def plan_finetune(cfg: Config, rd: RunDir, ids: Sequence[int]) -> list[Step]:
 
 
 # ---------------------------------------------------------------- SLURM queries
-def squeue_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """{job id (array tasks as '123_4', or '123' for the array): (state, reason)} of jobs still known to squeue."""
+def squeue_states(job_ids: Sequence[str], retry_s: float = 120.0) -> dict[str, tuple[str, str, str]]:
+    """{job id: (state, reason, job name)} of the jobs squeue still knows; array tasks appear as
+    '123_4' and their array as '123' (alive if any task is). A controller that does not answer
+    (restart, failover) is retried for `retry_s` seconds before this raises."""
     if not job_ids:
         return {}
-    proc = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(sorted(set(job_ids))),
-                           "-o", "%i|%F|%T|%r"], capture_output=True, text=True)
-    out: dict[str, tuple[str, str]] = {}
-    if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
-        raise RuntimeError(f"squeue failed: {proc.stderr.strip()} (is SLURM_CONF set and slurmctld up?)")
+    cmd = ["squeue", "-h", "-r", "-t", "all", "-j", ",".join(sorted(set(job_ids))), "-o", "%i|%F|%T|%r|%j"]
+    t0 = time.time()
+    while True:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0 or "Invalid job id" in proc.stderr:
+            break
+        if time.time() - t0 > retry_s:
+            raise RuntimeError(f"squeue failed for {retry_s:.0f} s: {proc.stderr.strip()} "
+                               "(is SLURM_CONF set and slurmctld up?)")
+        log.warning("squeue failed (%s): retrying", proc.stderr.strip())
+        time.sleep(5)
+    out: dict[str, tuple[str, str, str]] = {}
     for line in proc.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 4:
-            jid, array_id, state, reason = parts
-            out[jid] = (state, reason)
-            out.setdefault(array_id, (state, reason))
-            if state in ALIVE_STATES:
-                out[array_id] = (state, reason)
+        parts = line.strip().split("|", 4)
+        if len(parts) == 5:
+            jid, array_id, state, reason, name = parts
+            out[jid] = (state, reason, name)
+            if array_id not in out or state in ALIVE_STATES:
+                out[array_id] = (state, reason, name)
     return out
 
 
-def alive(job_ids: Sequence[str]) -> set[str]:
-    """The subset of job ids (or array job ids) with a task still pending or running."""
+def alive(job_ids: Sequence[str], names: dict[str, str] | None = None) -> set[str]:
+    """The job ids (or array job ids) with a task still pending or running; with `names`
+    ({id: expected job name}) an id now used by another job (a reset cluster) does not count."""
     states = squeue_states(job_ids)
-    return {j for j in job_ids if j in states and states[j][0] in ALIVE_STATES}
+    return {j for j in job_ids if j in states and states[j][0] in ALIVE_STATES
+            and (names is None or names.get(j) in (None, states[j][2]))}
 
 
 # ---------------------------------------------------------------- executors
@@ -211,6 +221,10 @@ def run_inline(cfg: Config, rd: RunDir, steps: Sequence[Step], progress: Callabl
             progress(step)
 
 
+def job_name(cfg: Config, step: Step) -> str:
+    return f"{cfg.name}-{step.key}"
+
+
 def make_executor(cfg: Config, rd: RunDir, kind: str, step: Step, cluster: str) -> Any:
     """A submitit executor with the cluster.* parameters of this step kind."""
     import submitit
@@ -222,7 +236,7 @@ def make_executor(cfg: Config, rd: RunDir, kind: str, step: Step, cluster: str) 
     nodes = c.nodes if multi else 1
     timeout = {"shared": c.time_shared, "finetune": c.time_finetune, "update": c.time_update,
                "final": c.time_final, "advaa": c.time_final}[step.kind]
-    params: dict[str, Any] = {"timeout_min": timeout, "name": f"{cfg.name}-{step.key}"}
+    params: dict[str, Any] = {"timeout_min": timeout, "name": job_name(cfg, step)}
     if step.kind == "update":
         params.update(nodes=1, tasks_per_node=1, cpus_per_task=1)
     else:
@@ -252,7 +266,8 @@ class Submitted:
 def submit_slurm(cfg: Config, rd: RunDir, steps: Sequence[Step], throttle: int = 0) -> list[Submitted]:
     """Submit all steps up front with dependencies; reuse a recorded job that is still queued."""
     recorded = {s.key: rd.recorded_job(s.key) for s in steps}
-    still = alive([r["job_id"] for r in recorded.values() if r])
+    still = alive([r["job_id"] for r in recorded.values() if r],
+                  {r["job_id"]: r.get("name") for r in recorded.values() if r})
     pending: dict[str, str] = {}  # step key -> job id, for steps submitted or still queued
     out: list[Submitted] = []
     for step in steps:
@@ -290,7 +305,7 @@ def submit_slurm(cfg: Config, rd: RunDir, steps: Sequence[Step], throttle: int =
             job_id = jobs[0].job_id.split("_")[0]
         else:
             job_id = ex.submit(_job_fn(calls[0][0]), *calls[0][1]).job_id
-        rd.record_job(step.key, job_id, trajectories=step.trajectories, dependency=",".join(deps),
+        rd.record_job(step.key, job_id, name=job_name(cfg, step), trajectories=step.trajectories, dependency=",".join(deps),
                       submitted=time.time())
         log.info("%s: submitted job %s%s", step.describe(), job_id, f" ({', '.join(deps)})" if deps else "")
         pending[step.key] = job_id
@@ -327,13 +342,13 @@ def follow(cfg: Config, rd: RunDir, submitted: Sequence[Submitted], poll_s: floa
     t0 = time.time()
     while True:
         states = squeue_states(ids)
-        for jid, (state, reason) in states.items():
+        for jid, (state, reason, _) in states.items():
             if state == "PENDING" and "DependencyNeverSatisfied" in reason:
                 log.error("job %s can never start (a dependency failed): cancelling it", jid)
                 subprocess.run(["scancel", jid], check=False)
         if progress:
             progress()
-        if not any(states.get(j, ("", ""))[0] in ALIVE_STATES for j in ids):
+        if not any(states.get(j, ("", "", ""))[0] in ALIVE_STATES for j in ids):
             break
         if timeout_s is not None and time.time() - t0 > timeout_s:
             return False
