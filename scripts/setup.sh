@@ -14,11 +14,28 @@ HOROVOD_VERSION=0.28.1
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 log() { echo "[setup $(date +%H:%M:%S)] $*"; }
 
+# One setup at a time per checkout (test.sh and demo.sh may be started together).
+exec 8>"$ROOT/.setup.lock"
+flock -w 1800 8 || { echo "setup: another scripts/setup.sh holds $ROOT/.setup.lock" >&2; exit 1; }
+
 # ---------- 1. Debian packages (root, apt) ----------
+# Checked with dpkg/command -v (milliseconds); apt-get update runs only when something is missing.
 APT_PKGS=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server dataset-fashion-mnist)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# A bare Debian 12 image has no Python and no compilers: Horovod is built from source.
+if ! command -v "$PY" >/dev/null; then
+  [ "$PY" = python3 ] || { echo "setup: PYTHON=$PY not found" >&2; exit 1; }
+  missing+=(python3 python3-venv python3-dev)
+elif [ "$(command -v "$PY")" = /usr/bin/python3 ]; then   # Debian's Python: venv and headers are extra packages
+  "$PY" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+  "$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' ||
+    missing+=(python3-dev)
+fi
+for pair in cmake:cmake g++:g++ make:make; do
+  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { echo "setup: need root to apt-get install ${missing[*]} (or install them first)" >&2; exit 1; }
@@ -26,6 +43,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+"$PY" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null ||
+  { echo "setup: hpcaug needs Python >= 3.10; $PY is $("$PY" -V 2>&1). Set PYTHON=python3.11 (or newer)." >&2; exit 1; }
 
 # ---------- 2. the virtualenv ----------
 STAMP_KEY=$(cat setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
@@ -47,7 +66,7 @@ log "installing hpcaug[dali,dev] (editable)"
 # Horovod 0.28.1 pins C++14; torch 2.14 needs C++20 (fix merged upstream, never released).
 # This machine's torch is a CUDA build beside an nvcc without CUDA libraries: force the CPU
 # (gloo) build. On a GPU cluster build without the FindPytorch patch and with
-# HOROVOD_GPU_OPERATIONS=NCCL (see README).
+# HOROVOD_GPU_OPERATIONS=NCCL (docs/cluster.md).
 PATCH_ID=cxx20-cpu-gloo-v1
 TORCH_V=$("$VPY" -c 'import torch; print(torch.__version__)')
 PY_V=$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
