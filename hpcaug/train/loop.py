@@ -442,6 +442,7 @@ def train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policies: Sequen
             # this rank is out of batches; let the others finish theirs (uneven shards)
             dist.join()
             elapsed += time.perf_counter() - t0
+            elapsed = float(dist.allreduce(torch.tensor([elapsed], dtype=torch.float64), "max")[0])  # slowest rank
             acc = dist.allreduce(torch.cat([loss_sum.reshape(1), n_rows.double().reshape(1)]).cpu(), "sum")
             counts = dist.allreduce(counts.cpu(), "sum").to(torch.int64)
             choice_counts = choice_counts + counts
