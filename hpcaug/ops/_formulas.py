@@ -7,6 +7,7 @@ import math
 from typing import Any, Callable
 
 GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma (PIL's "L" conversion), used by Color and Contrast
+NUDGE = 1.0 / 1024  # pixels, see affine_coeffs
 SHARPEN_KERNEL = ((1.0, 1.0, 1.0), (1.0, 5.0, 1.0), (1.0, 1.0, 1.0))  # PIL ImageFilter.SMOOTH; /13
 
 
@@ -20,6 +21,9 @@ def affine_coeffs(op: Any, v: Any, h: Any, w: Any, cos: Callable[[Any], Any], si
     Translate: content moves by round(v * side) pixels (positive: right / down);
     Rotate: v degrees counter-clockwise on screen about the image centre.
     `op` and `v` are per-sample values; exactly one op applies per sample.
+    The map is nudged by NUDGE pixels so that nearest-neighbour sampling never lands exactly on a
+    pixel boundary (nice shear values put whole columns there, and then float rounding, which
+    differs between backends, would decide the pixel).
     """
     sx = (op == 0) * v
     sy = (op == 1) * v
@@ -30,8 +34,8 @@ def affine_coeffs(op: Any, v: Any, h: Any, w: Any, cos: Callable[[Any], Any], si
     cx, cy = w * 0.5, h * 0.5
     m00 = c
     m01 = sx - s
-    m02 = cx - c * cx + s * cy - tx
+    m02 = cx - c * cx + s * cy - tx + NUDGE
     m10 = sy + s
     m11 = c
-    m12 = cy - s * cx - c * cy - ty
+    m12 = cy - s * cx - c * cy - ty + NUDGE
     return m00, m01, m02, m10, m11, m12

@@ -111,18 +111,23 @@ def autocontrast(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Ten
 
 
 def equalize(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """PIL's ImageOps.equalize per channel (as torchvision): lut = (cdf_before + step // 2) // step."""
+    """Per-channel histogram equalisation with OpenCV's formula (DALI's fn.equalize):
+    lut[i] = round((cdf[i] - hist[first]) * 255 / (total - hist[first])) from the first non-empty
+    bin on; a constant channel is left as it is. (PIL/torchvision round the LUT differently:
+    docs/ops.md gives the measured difference.)"""
     m, c, h, w = x.shape
-    flat = x.reshape(m * c, h * w).to(torch.int64)
-    offs = torch.arange(m * c, device=x.device).view(-1, 1) * 256
-    hist = torch.bincount((flat + offs).view(-1), minlength=m * c * 256).view(m * c, 256)
+    flat = x.reshape(m * c, h * w)
+    offs = torch.arange(m * c, device=x.device, dtype=torch.int32).view(-1, 1) * 256
+    key = (flat.to(torch.int32) + offs).view(-1)
+    hist = torch.bincount(key, minlength=m * c * 256).view(m * c, 256)
     idx = torch.arange(256, device=x.device).expand(m * c, 256)
-    last = torch.where(hist > 0, idx, -1).amax(1, keepdim=True)
-    step = (h * w - hist.gather(1, last)) // 255
-    cum_before = hist.cumsum(1) - hist
-    lut = ((cum_before + step // 2) // step.clamp(min=1)).clamp(max=255)
-    lut = torch.where(step > 0, lut, idx)
-    return lut.gather(1, flat).to(torch.uint8).view(m, c, h, w)
+    first = torch.where(hist > 0, idx, 256).amin(1, keepdim=True)
+    h_first = hist.gather(1, first)
+    total = h * w
+    scale = 255.0 / (total - h_first).clamp(min=1).to(torch.float32)
+    lut = torch.round((hist.cumsum(1) - h_first).to(torch.float32) * scale).clamp_(0, 255)
+    lut = torch.where((idx < first) | (h_first == total), idx.to(torch.float32), lut).to(torch.uint8)
+    return lut.view(-1).index_select(0, key).view(m, c, h, w)
 
 
 def invert(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
