@@ -37,7 +37,7 @@ source "$BASE/env.sh"      # exports SLURM_CONF; the slurm_cluster fixture reuse
 
 say "pytest $*"
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@" < /dev/null   # CI has no stdin
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then

@@ -109,3 +109,19 @@ def test_afterok_dependent_of_failed_job_does_not_pend(slurm_cluster, tmp_path):
     with pytest.raises(submitit.core.utils.UncompletedJobError):
         dep.result()
     assert not marker.exists()
+
+
+def test_start_is_idempotent(slurm_cluster):
+    """A second start.sh on a running cluster restarts nothing and returns quickly."""
+    base = slurm_cluster.conf.parent.parent
+    pidfiles = sorted(base.glob("run/*.pid")) + [base / "db/mysqld.pid", base / "munge/munged.pid"]
+    before = {p.name: p.read_text() for p in pidfiles}
+    env = {**slurm_cluster.env, "BASE": str(base), "NODES": str(slurm_cluster.nodes),
+           "PARTITION": slurm_cluster.partition, "CPUS": str(slurm_cluster.cpus_per_node)}
+    t0 = time.monotonic()
+    proc = subprocess.run([str(Path(__file__).parents[1] / "slurm/local/start.sh")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert time.monotonic() - t0 < 30
+    assert "starting" not in proc.stdout, proc.stdout
+    assert {p.name: p.read_text() for p in pidfiles} == before

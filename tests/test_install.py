@@ -79,7 +79,7 @@ def test_horovodrun_two_ranks_agree(tmp_path):
     horovodrun = Path(sys.executable).parent / "horovodrun"
     # a mismatched collective hangs instead of failing: bound it with timeout
     cmd = ["timeout", "240", str(horovodrun), "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, f"horovodrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     results = [json.loads(line.split("HVDRESULT ", 1)[1]) for line in proc.stdout.splitlines() if "HVDRESULT " in line]
     assert sorted(r["rank"] for r in results) == [0, 1], proc.stdout
