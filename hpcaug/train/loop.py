@@ -243,7 +243,10 @@ def _setup_logging(root: bool) -> None:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s", "%H:%M:%S"))
         logger.addHandler(h)
-    logger.setLevel(logging.INFO if root else logging.WARNING)
+    if not root:
+        logger.setLevel(logging.WARNING)  # rank-0-only logging
+    elif logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 
 def _num_classes(cfg: Config, loader: Any) -> int:
