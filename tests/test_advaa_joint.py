@@ -54,8 +54,7 @@ DRIVER = textwrap.dedent("""
 
     advaa.AdvAAHooks.on_epoch_start, advaa.AdvAAHooks.load_state_dict = on_epoch_start, load_state_dict
     result = advaa.run_advaa(cfg, out / "run", dist=dist)
-    h = result.hooks
-    torch.save({"controller": h.controller.state_dict(), "record": h.last_record,
+    torch.save({"controller": result.controller, "record": result.last_record,
                 "history": result.train.history}, out / f"final_rank{dist.rank}.pt")
 """)
 

@@ -324,7 +324,8 @@ class AdvAAResult:
     records: Path  # <run>/advaa/epochs.jsonl
     policies: Path  # <run>/advaa/last_policies.json: the last epoch's M policies (JSON)
     history: list[dict[str, Any]] = field(default_factory=list)  # the epoch records (all epochs, resumed too)
-    hooks: Any = None  # the AdvAAHooks: controller, optimiser, last_record (identical on every rank)
+    controller: dict[str, torch.Tensor] = field(default_factory=dict)  # final controller state (same on every rank)
+    last_record: dict[str, Any] | None = None  # this process's last epoch record (None if nothing ran)
 
 
 def run_advaa(cfg: Config, run_dir: str | os.PathLike[str], *, dist: Any = None) -> AdvAAResult:
@@ -357,7 +358,9 @@ def run_advaa(cfg: Config, run_dir: str | os.PathLike[str], *, dist: Any = None)
         pols = policies_from_actions(torch.tensor(last["actions"]), cfg.advaa.ops_per_sub_policy)
         _atomic_write_text(policies_path, json.dumps(
             {"epoch": last["epoch"], "policies": [json.loads(_to_json(p)) for p in pols]}, indent=1))
-    return AdvAAResult(train=result, records=out / RECORDS, policies=policies_path, history=records, hooks=hooks)
+    return AdvAAResult(train=result, records=out / RECORDS, policies=policies_path, history=records,
+                       controller={k: v.detach().clone() for k, v in hooks.controller.state_dict().items()},
+                       last_record=hooks.last_record)
 
 
 def _to_json(policy: Any) -> str:
