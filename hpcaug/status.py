@@ -249,7 +249,7 @@ def _aws_eta(run: AWSRun, cur: RoundState | None, now: float) -> str:
     into = max(0.0, now - started) if started else 0.0
     eta = max(0.0, mean * left - min(into, mean))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now + eta))
-    return (f"ETA: {left} rounds left x mean round time {_fmt_s(mean)} (file timestamps, {len(durs)} rounds) "
+    return (f"ETA: {left} round{'s' if left != 1 else ''} left x mean round time {_fmt_s(mean)} (file timestamps, {len(durs)} rounds) "
             f"= about {_fmt_s(eta)} more, around {when}; then the final training")
 
 

@@ -50,8 +50,11 @@ def _synthetic_train(cfg: Config, out_dir: Any, policies: Sequence[Any], *, epoc
 
 
 def build_aws_run(run_dir: Path, monkeypatch: pytest.MonkeyPatch, rounds_to_run: int = 3, partial: int = 2,
-                  rounds: int = 4, per_round: int = 4) -> Config:
-    """Shared stage, `rounds_to_run` full rounds, then `partial` fine-tunes of the next round (no update)."""
+                  rounds: int = 4, per_round: int = 4, lost: Sequence[int] = ()) -> Config:
+    """Shared stage, `rounds_to_run` full rounds, then `partial` fine-tunes of the next round (no update).
+
+    Trajectories in `lost` never run (a failed task): their round is updated without them.
+    """
     import hpcaug.train.loop as loop
     from hpcaug.search import aws
 
@@ -60,7 +63,8 @@ def build_aws_run(run_dir: Path, monkeypatch: pytest.MonkeyPatch, rounds_to_run:
     aws.run_shared(cfg, run_dir)
     for r in range(rounds_to_run):
         for t in aws.round_trajectories(cfg, r):
-            aws.run_finetune(cfg, run_dir, t)
+            if t not in lost:
+                aws.run_finetune(cfg, run_dir, t)
         aws.run_update(cfg, run_dir, r)
     for t in list(aws.round_trajectories(cfg, rounds_to_run))[:partial]:
         aws.run_finetune(cfg, run_dir, t)
