@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -149,11 +150,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _temp_name(out: Path, kind: str) -> Path:
+    # The host is in the name: on a shared file system only this host can tell whether
+    # the pid that made a temp dir is still alive.
+    return out.parent / f".{out.name}.{kind}-{socket.gethostname()}-{os.getpid()}"
+
+
 def _clean_stale_temps(out: Path) -> None:
-    """Remove temp dirs that a killed earlier run (same host, dead pid) left beside `out`."""
-    for p in out.parent.glob(f".{out.name}.tmp-*"):
+    """Remove temp dirs that a killed earlier run on this host (dead pid) left beside `out`."""
+    prefix = f".{out.name}.tmp-{socket.gethostname()}-"
+    for p in out.parent.glob(f"{prefix}*"):
         try:
-            pid = int(p.name.rsplit("-", 1)[1])
+            pid = int(p.name[len(prefix):])
         except ValueError:
             continue
         if pid != os.getpid() and not _pid_alive(pid):
@@ -183,7 +191,7 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_temps(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp = _temp_name(out, "tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -191,7 +199,7 @@ def atomic_dir(out: Path) -> Iterator[Path]:
         old = None
         if out.exists():
             # A directory cannot be renamed over a non-empty one: move the old aside first.
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            old = _temp_name(out, "old")
             shutil.rmtree(old, ignore_errors=True)
             os.rename(out, old)
         os.rename(tmp, out)

@@ -101,7 +101,7 @@ def _write_jpegs(job: tuple[str, list[str], np.ndarray, int, int]) -> int:
 
     root, rels, images, size, quality = job
     for rel, img in zip(rels, images):
-        im = Image.fromarray(img, mode="L")
+        im = Image.fromarray(img)  # 2-D uint8 -> mode "L"
         if size != img.shape[0]:
             im = im.resize((size, size), Image.BICUBIC)
         im.convert("RGB").save(os.path.join(root, rel), "JPEG", quality=quality)

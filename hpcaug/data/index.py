@@ -108,8 +108,9 @@ class DatasetIndex:
 
     @property
     def splits(self) -> list[str]:
-        """The split names dataset.json lists (train, val, search_train, search_val ...)."""
-        return list(self.meta["lists"])
+        """The split names dataset.json lists: train, val, search_train, search_val, then any others."""
+        known = [s for s in ("train", "val", "search_train", "search_val") if s in self.meta["lists"]]
+        return known + sorted(s for s in self.meta["lists"] if s not in known)
 
     def h5_path(self) -> Path | None:
         """The HDF5 copy of the images (Fashion-MNIST only), or None."""
