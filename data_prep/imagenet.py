@@ -103,7 +103,7 @@ def check_image(path: str, mode: str = "header") -> tuple[str | None, str | None
 
     header: the JPEG start bytes, PIL open + verify (headers), and the end marker FFD9
     after the start of the scan data (a cut-off copy lacks it). full: also decode it all.
-    note: something legal but unusual (CMYK, greyscale) worth a line in the report.
+    note: something legal but unusual (a CMYK JPEG) worth a line in the report.
     """
     from PIL import Image
 
@@ -124,7 +124,9 @@ def check_image(path: str, mode: str = "header") -> tuple[str | None, str | None
             with Image.open(fh) as im:
                 if im.format != "JPEG":
                     return f"not a JPEG ({im.format})", None
-                note = None if im.mode == "RGB" else f"mode {im.mode}"
+                # Greyscale is common and every decoder handles it; CMYK and the like are rare
+                # and some GPU decoders fall back to the CPU for them: worth a note.
+                note = None if im.mode in ("RGB", "L") else f"mode {im.mode}"
                 scan_start = int(im.tile[0][2]) if im.tile else 0
                 if mode == "full":
                     im.load()  # raises on truncated or undecodable data

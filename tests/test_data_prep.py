@@ -400,3 +400,28 @@ def test_index_errors(tmp_path: Path, demo_data: Path) -> None:
     d = broken("nolist", lambda d: (d / "lists" / "train.txt").unlink())
     with pytest.raises(DatasetIndexError, match="train.txt' is missing"):
         DatasetIndex.open(d).split("train")
+
+
+def test_check_image_cases(tmp_path: Path, foolbox_images: list[Path]) -> None:
+    """What the header scan accepts and rejects, on real photos cut or changed in ways copies break."""
+    data = foolbox_images[3].read_bytes()
+    cases = {
+        "ok.JPEG": data,
+        "trailing_zeros.JPEG": data + b"\0" * 100,  # padding after the end marker is harmless
+        "header_only.JPEG": data[:600],
+        "no_end_marker.JPEG": data[:-2],
+        "empty.JPEG": b"",
+        "text.JPEG": b"<html>404 Not Found</html>",
+    }
+    for name, blob in cases.items():
+        (tmp_path / name).write_bytes(blob)
+    with Image.open(foolbox_images[3]) as im:
+        im.convert("CMYK").save(tmp_path / "cmyk.JPEG")
+    got = {name: inet.check_image(str(tmp_path / name), "header") for name in [*cases, "cmyk.JPEG"]}
+    assert got["ok.JPEG"] == (None, None) and got["trailing_zeros.JPEG"] == (None, None)
+    assert got["cmyk.JPEG"] == (None, "mode CMYK")
+    assert got["header_only.JPEG"][0] is not None and got["no_end_marker.JPEG"][0].startswith("truncated")
+    assert got["empty.JPEG"][0] == "empty file" and got["text.JPEG"][0] == "not a JPEG (not an image)"
+    # A full decode also catches a cut-off file.
+    assert inet.check_image(str(tmp_path / "no_end_marker.JPEG"), "full")[0] is not None
+    assert inet.check_image(str(tmp_path / "ok.JPEG"), "full") == (None, None)
