@@ -306,6 +306,13 @@ def _colors(n: int) -> list[Any]:
     return [maps[(i // 20) % 3](i % 20) for i in range(n)]
 
 
+def _ramp(n: int) -> list[Any]:
+    """n colours from mild to strong (magnitude bins)."""
+    from matplotlib import colormaps
+
+    return [colormaps["viridis"](i / max(1, n - 1)) for i in range(n)]
+
+
 def plot_heatmap(run: AWSRun, path: Path) -> Path | None:
     """36 x 36 heatmap of p over operations (latest theta), element names on both axes."""
     thetas = run.thetas()
@@ -463,8 +470,7 @@ def plot_advaa(run: AdvAARun, out: Path, window: int) -> list[Path]:
             ax.bar([epochs[0]] * len(labels), d[:, 0], bottom=np.cumsum(d[:, 0]) - d[:, 0],
                    color=_colors(len(labels)), label=labels, width=0.6)
         else:
-            cols = _colors(len(labels)) if len(labels) > 10 else \
-                [__import__("matplotlib").colormaps["viridis"](i / (len(labels) - 1)) for i in range(len(labels))]
+            cols = _colors(len(labels)) if len(labels) > 10 else _ramp(len(labels))
             ax.stackplot(epochs, d, labels=labels, colors=cols, linewidth=0)
             ax.set_xlim(epochs[0], epochs[-1])
         ax.set_ylim(0, 100)
@@ -498,6 +504,10 @@ def _fmt_s(s: float) -> str:
     if s < 7200:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.2f} h"
+
+
+def _fmt_gh(h: float) -> str:
+    return f"{h:.2f}" if h >= 0.01 or h == 0 else f"{h:.1e}"
 
 
 def top_operations(run: AWSRun, k: int) -> list[tuple[int, str, str, float]]:
@@ -567,9 +577,9 @@ def _aws_summary(run: AWSRun, images: list[Path], top_k: int) -> str:
         lines += ["| stage | jobs | wall time (sum over jobs) | GPUs per job | GPU-hours | source |",
                   "|---|---:|---:|---:|---:|---|"]
         for s in times:
-            lines.append(f"| {s.stage} | {s.jobs} | {_fmt_s(s.wall_s)} | {s.gpus_per_job} | {s.gpu_hours:.2f} | {s.source} |")
+            lines.append(f"| {s.stage} | {s.jobs} | {_fmt_s(s.wall_s)} | {s.gpus_per_job} | {_fmt_gh(s.gpu_hours)} | {s.source} |")
         total = sum(s.gpu_hours for s in times)
-        lines += ["", f"Total: {total:.2f} GPU-hours."]
+        lines += ["", f"Total: {_fmt_gh(total)} GPU-hours."]
     durs = round_durations(run)
     if durs:
         lines += ["", f"Mean round time: {_fmt_s(float(np.mean([d for _, d in durs])))} over {len(durs)} rounds "

@@ -22,13 +22,13 @@ GOOD = ("Rotate:9", "Equalize", "Solarize:6")  # first elements the synthetic re
 SAMPLES = 400  # images a synthetic fine-tune "trains" on (choices counted per trajectory)
 
 
-def small_config(run_dir: Path, rounds: int = 4, per_round: int = 4) -> Config:
+def small_config(run_dir: Path, rounds: int = 4, per_round: int = 4, parametrisation: str = "joint") -> Config:
     return from_dict({
         "name": "report-test", "run_dir": str(run_dir), "dist": {"backend": "single"},
         "train": {"model": "tiny_resnet", "seed": 3},
         "aws": {"shared_epochs": 1, "finetune_epochs": 2, "reward_top_k": 1, "rounds": rounds,
                 "trajectories_per_round": per_round, "quorum": 0.5, "policy_lr": 0.5,
-                "policy_lr_warmup_rounds": 1},
+                "policy_lr_warmup_rounds": 1, "parametrisation": parametrisation},
         "cluster": {"executor": "inline", "finetune_gpus": 1, "nodes": 2, "gpus_per_node": 4},
     })
 
@@ -50,7 +50,8 @@ def _synthetic_train(cfg: Config, out_dir: Any, policies: Sequence[Any], *, epoc
 
 
 def build_aws_run(run_dir: Path, monkeypatch: pytest.MonkeyPatch, rounds_to_run: int = 3, partial: int = 2,
-                  rounds: int = 4, per_round: int = 4, lost: Sequence[int] = ()) -> Config:
+                  rounds: int = 4, per_round: int = 4, lost: Sequence[int] = (),
+                  parametrisation: str = "joint") -> Config:
     """Shared stage, `rounds_to_run` full rounds, then `partial` fine-tunes of the next round (no update).
 
     Trajectories in `lost` never run (a failed task): their round is updated without them.
@@ -59,7 +60,7 @@ def build_aws_run(run_dir: Path, monkeypatch: pytest.MonkeyPatch, rounds_to_run:
     from hpcaug.search import aws
 
     monkeypatch.setattr(loop, "train", _synthetic_train)
-    cfg = small_config(run_dir, rounds, per_round)
+    cfg = small_config(run_dir, rounds, per_round, parametrisation)
     aws.run_shared(cfg, run_dir)
     for r in range(rounds_to_run):
         for t in aws.round_trajectories(cfg, r):
@@ -195,3 +196,24 @@ def test_cli_writes_into_run_dir(aws_run: tuple[Path, Config], capsys: pytest.Ca
     assert main([str(run_dir)]) == 0
     assert Path(capsys.readouterr().out.strip()) == run_dir / "report" / "report.md"
     assert math.isfinite(float((run_dir / "report" / "rounds.csv").read_text().splitlines()[1].split(",")[2]))
+
+
+def test_factorised_parametrisation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """theta of 36 + 36*36 entries (the authors' p(e1) p(e2|e1)): the same plots and numbers."""
+    from hpcaug.ops.policy import AWSPolicy
+    from hpcaug.report import aws_probabilities, top_operations, write_report
+    from hpcaug.search.rundir import RunDir
+
+    build_aws_run(tmp_path / "run", monkeypatch, rounds_to_run=2, partial=0, parametrisation="factorised")
+    theta = RunDir(tmp_path / "run").theta(2)
+    assert theta.numel() == 36 + 36 * 36
+    md = write_report(tmp_path / "run")
+    _png_ok(md.parent / "heatmap.png")
+    _png_ok(md.parent / "marginal.png")
+    p = AWSPolicy(theta, "factorised").probs()
+    assert aws_probabilities(theta, "factorised").flatten().allclose(p)
+    from hpcaug.report import read_run
+
+    top = top_operations(read_run(tmp_path / "run"), 3)
+    assert [t[0] for t in top] == torch.topk(p, 3).indices.tolist()
+    assert "parametrisation `factorised`" in md.read_text()
