@@ -14,7 +14,11 @@
 #                 the target network, data.batch_size = N images per GPU.
 #   RUN_DIR       run directory (default: the config's run_dir, else runs/<name>).
 #   HPCAUG_SETUP  a shell file sourced first (module load ..., source .venv/bin/activate).
-#   NCCL/Horovod variables pass through (HOROVOD_GLOO_IFACE, NCCL_SOCKET_IFNAME, ...).
+#   PYTHON        the interpreter (default: python).
+#   SRUN_MPI      pmix / pmi2 for an MPI build of Horovod (default: gloo, rendezvous on rank 0).
+#   Horovod / NCCL variables pass through: HOROVOD_GLOO_IFACE (the network interface between
+#   nodes, detected if unset), NCCL_SOCKET_IFNAME, HPCAUG_RENDEZVOUS_PORT (default derived
+#   from the job id).
 # The #SBATCH lines below match the ImageNet config (64 GPUs x 32 images = 2048, table 7);
 # command-line sbatch flags override them. The global batch is nodes x ntasks-per-node x
 # data.batch_size images (x M augmented copies); the lr scales with it (train.lr_ref_batch).
@@ -22,7 +26,8 @@
 # Preemption / time limit: SLURM sends USR1 10 minutes before the end; the script requeues
 # the job, which resumes from RUN_DIR/advaa/checkpoint.pt (target network, optimiser, loader
 # position, controller and its Adam state). Set train.checkpoint_every_steps on preemptible
-# queues so a kill loses at most that many steps.
+# queues so a kill loses at most that many steps. A job shorter than 10 minutes would get the
+# signal at once and requeue forever: give it --signal=B:USR1@<seconds> (e.g. @30) as well.
 #SBATCH --job-name=hpcaug-advaa
 #SBATCH --nodes=8
 #SBATCH --ntasks-per-node=8
@@ -51,6 +56,9 @@ requeue() {
 }
 trap requeue USR1
 
+mpi=()
+[ -n "${SRUN_MPI:-}" ] && mpi=(--mpi="$SRUN_MPI")
 # One task per GPU; --kill-on-bad-exit stops every rank when one fails (no hung collectives).
-srun --kill-on-bad-exit=1 --cpu-bind=none "$PYTHON" -m hpcaug.search.advaa "${args[@]}" "$@" &
+# Every task runs run_advaa in-process; hpcaug.train.dist sees the srun step and starts Horovod.
+srun --kill-on-bad-exit=1 --cpu-bind=none "${mpi[@]}" "$PYTHON" -m hpcaug.search.advaa "${args[@]}" "$@" &
 wait $!   # returns early when USR1 arrives; the trap then requeues
