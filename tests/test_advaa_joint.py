@@ -2,8 +2,9 @@
 
 - the per-policy losses (after the allreduce) and the controller parameters agree across
   ranks, and the controller really stepped;
-- a run SIGKILLed between epochs resumes: the controller and Adam state it restores equal
-  the ones in the checkpoint, and the records hold each epoch once.
+- a run SIGKILLed in the middle of an epoch (after a mid-epoch checkpoint) resumes: the
+  controller, its Adam state and the epoch's policies it restores equal the saved ones, no
+  sample is counted twice, and the records hold each epoch once.
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 M, N, STEPS = 4, 8, 3
 
-# Runs on every rank: run_advaa, then each rank dumps what it ended with. ADVAA_KILL_AT=e
-# makes both ranks SIGKILL themselves at the start of epoch e (after a barrier, so rank 0
-# has finished writing the checkpoint of epoch e - 1). Every load_state_dict call is
+# Runs on every rank: run_advaa, then each rank dumps what it ended with. ADVAA_KILL_AT=e:s
+# makes both ranks SIGKILL themselves at the s-th step (1-based) of epoch e, after a barrier
+# (so rank 0 has finished writing the previous checkpoint). Every load_state_dict call is
 # recorded, so the test can compare what was restored with what was saved.
 DRIVER = textwrap.dedent("""
     import os, signal, sys
@@ -38,21 +39,24 @@ DRIVER = textwrap.dedent("""
     cfg = load_config(sys.argv[1], sys.argv[3:])
     out = Path(sys.argv[2])
     dist = init_dist(cfg.dist)
-    kill_at = int(os.environ.get("ADVAA_KILL_AT", "-1"))
-    start, load = advaa.AdvAAHooks.on_epoch_start, advaa.AdvAAHooks.load_state_dict
+    kill_at = tuple(int(x) for x in os.environ.get("ADVAA_KILL_AT", "-1:-1").split(":"))
+    steps = {}
+    on_step, load = advaa.AdvAAHooks.on_step, advaa.AdvAAHooks.load_state_dict
 
-    def on_epoch_start(self, epoch):
-        if epoch == kill_at:
+    def on_step_then_maybe_die(self, per_sample_loss, batch):
+        steps[self.epoch] = steps.get(self.epoch, 0) + 1
+        if (self.epoch, steps[self.epoch]) == kill_at:
             dist.barrier()
             os.kill(os.getpid(), signal.SIGKILL)
-        return start(self, epoch)
+        on_step(self, per_sample_loss, batch)
 
     def load_state_dict(self, state):
         load(self, state)
         torch.save({"controller": self.controller.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "epoch": self.epoch}, out / f"loaded_rank{dist.rank}.pt")
+                    "epoch": self.epoch, "actions": self.actions, "count": self.count.clone()},
+                   out / f"loaded_rank{dist.rank}.pt")
 
-    advaa.AdvAAHooks.on_epoch_start, advaa.AdvAAHooks.load_state_dict = on_epoch_start, load_state_dict
+    advaa.AdvAAHooks.on_step, advaa.AdvAAHooks.load_state_dict = on_step_then_maybe_die, load_state_dict
     result = advaa.run_advaa(cfg, out / "run", dist=dist)
     torch.save({"controller": result.controller, "record": result.last_record,
                 "history": result.train.history}, out / f"final_rank{dist.rank}.pt")
@@ -65,13 +69,14 @@ def _overrides(data: Path, epochs: int) -> list[str]:
             "train.log_interval=100", f"advaa.num_policies={M}", f"augment.copies={M}"]
 
 
-def _horovodrun(tmp: Path, data: Path, epochs: int, kill_at: int = -1, timeout: int = 150) -> subprocess.CompletedProcess:
+def _horovodrun(tmp: Path, data: Path, epochs: int, kill_at: str = "-1:-1", timeout: int = 150,
+                extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     (tmp / "driver.py").write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ADVAA_KILL_AT": str(kill_at),
            "HOROVOD_GLOO_TIMEOUT_SECONDS": "60"}
     cmd = ["timeout", "-k", "5", str(timeout), str(HOROVODRUN), "-np", "2", "-H", "localhost:2", "--gloo",
            sys.executable, str(tmp / "driver.py"), str(REPO / "configs" / "demo_advaa.yaml"), str(tmp),
-           *_overrides(data, epochs)]
+           *_overrides(data, epochs), *extra]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout + 30)
 
 
@@ -122,35 +127,42 @@ def test_two_rank_joint_run_agrees_across_ranks(tmp_path: Path, demo_data: Path)
     assert (tmp_path / "run" / "advaa" / "last_policies.json").is_file()
 
 
-def test_resume_after_kill_restores_controller(tmp_path: Path, demo_data: Path) -> None:
-    killed = _horovodrun(tmp_path, demo_data, epochs=3, kill_at=2)
+def test_resume_after_mid_epoch_kill_restores_controller(tmp_path: Path, demo_data: Path) -> None:
+    # Checkpoints every 2 steps: global step 4 = epoch 1 after its first step. Die at its 2nd step.
+    extra = ("train.checkpoint_every_steps=2",)
+    killed = _horovodrun(tmp_path, demo_data, epochs=3, kill_at="1:2", extra=extra)
     assert killed.returncode != 0, _tail(killed)
     assert not (tmp_path / "final_rank0.pt").exists(), "the first run should have been killed"
     ckpt = torch.load(tmp_path / "run" / "advaa" / "checkpoint.pt", weights_only=True)
-    assert ckpt["epoch"] == 2 and ckpt["hooks"]["epoch"] == -1
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 1), (ckpt["epoch"], ckpt["step_in_epoch"])
     saved = ckpt["hooks"]
+    assert saved["epoch"] == 1 and saved["actions"].shape == (M, 20)
+    assert saved["count"].tolist() == [float(N)] * M  # rank 0's first step of epoch 1
     before = read_epoch_records(tmp_path / "run")
-    assert [r["epoch"] for r in before] == [0, 1]
-    shutil.copy(tmp_path / "run" / "advaa" / "checkpoint.pt", tmp_path / "saved.pt")
+    assert [r["epoch"] for r in before] == [0]
 
-    resumed = _horovodrun(tmp_path, demo_data, epochs=3)
+    resumed = _horovodrun(tmp_path, demo_data, epochs=3, extra=extra)
     assert resumed.returncode == 0, _tail(resumed)
     for r in (0, 1):
         loaded = torch.load(tmp_path / f"loaded_rank{r}.pt", weights_only=False)
         _assert_same_tensors(saved["controller"], loaded["controller"], f"rank {r} restored controller")
         _assert_same_optimizer(saved["optimizer"], loaded["optimizer"])
-        assert loaded["epoch"] is None
+        assert loaded["epoch"] == 1 and torch.equal(loaded["actions"], saved["actions"])
     r0, r1 = (torch.load(tmp_path / f"final_rank{r}.pt", weights_only=False) for r in (0, 1))
     _assert_same_tensors(r0["controller"], r1["controller"], "controller after resume")
     after = read_epoch_records(tmp_path / "run")
     assert [r["epoch"] for r in after] == [0, 1, 2]
-    assert after[:2] == before
-    # The resumed epoch 2 was sampled by the restored controller: its log-probs under the
-    # saved parameters match the recorded ones.
+    assert after[0] == before[0]
+    # Epoch 1 kept its policies, and counted rank 0's pre-kill step once plus the 2 steps
+    # both ranks ran after the resume (rank 1's pre-kill partial sums were not checkpointed).
+    assert after[1]["actions"] == saved["actions"].tolist()
+    assert after[1]["samples"] == [float(N * (1 + 2 * (STEPS - 1)))] * M
+    assert after[2]["samples"] == [float(N * STEPS * 2)] * M
+    # Epoch 1's policies were sampled by the controller as saved: same log-probs.
     from hpcaug.config import load_config
     from hpcaug.search.advaa import build_controller
 
     ctrl = build_controller(load_config(REPO / "configs" / "demo_advaa.yaml"))
     ctrl.load_state_dict(saved["controller"])
-    lp = ctrl.evaluate(torch.tensor(after[2]["actions"])).log_prob.detach()
-    torch.testing.assert_close(lp, torch.tensor(after[2]["log_prob"]))
+    lp = ctrl.evaluate(saved["actions"]).log_prob.detach()
+    torch.testing.assert_close(lp, torch.tensor(after[1]["log_prob"]))
