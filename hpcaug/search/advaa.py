@@ -151,7 +151,7 @@ class AdvAAHooks:
         self.actions: torch.Tensor | None = None
         self.loss_sum = torch.zeros(self.m, dtype=torch.float64)
         self.count = torch.zeros(self.m, dtype=torch.float64)
-        self._step_sums: list[torch.Tensor] = []  # device-side partial sums, folded in lazily
+        self._pending: torch.Tensor | None = None  # [2, M] (loss sums, counts) on the loss device, folded lazily
         self._synced = False  # controller state made identical across ranks yet?
         self.last_record: dict[str, Any] | None = None
 
@@ -207,7 +207,7 @@ class AdvAAHooks:
             self.epoch = epoch
             self.loss_sum.zero_()
             self.count.zero_()
-            self._step_sums.clear()
+            self._pending = None
         assert self.actions is not None
         return policies_from_actions(self.actions, self.cfg.advaa.ops_per_sub_policy)
 
@@ -218,19 +218,19 @@ class AdvAAHooks:
         if copy_ids.numel() != loss.numel():
             raise ValueError(f"per_sample_loss has {loss.numel()} entries but batch.copy_ids has "
                              f"{copy_ids.numel()}: pass the unreduced loss (reduction='none')")
-        sums = torch.zeros(2, self.m, dtype=torch.float64, device=loss.device)
-        sums[0].index_add_(0, copy_ids, loss.double())
-        sums[1].index_add_(0, copy_ids, torch.ones_like(loss, dtype=torch.float64))
-        if self._step_sums:
-            self._step_sums[0] += sums
-        else:
-            self._step_sums.append(sums)
+        if self._pending is None or self._pending.device != loss.device:
+            self._fold()
+            self._pending = torch.zeros(2, self.m, dtype=torch.float64, device=loss.device)
+        self._pending[0].index_add_(0, copy_ids, loss.double())
+        self._pending[1].index_add_(0, copy_ids, torch.ones_like(loss, dtype=torch.float64))
 
     def _fold(self) -> None:
-        if self._step_sums:
-            s = self._step_sums.pop().cpu()
+        """Move the device-side partial sums into the CPU float64 totals (one host sync)."""
+        if self._pending is not None:
+            s = self._pending.cpu()
             self.loss_sum += s[0]
             self.count += s[1]
+            self._pending = None
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
         """Allreduce the per-policy losses, take the REINFORCE step, record the epoch."""
@@ -246,7 +246,6 @@ class AdvAAHooks:
                                "Batch.copy_ids and that augment.copies equals advaa.num_policies")
         mean_loss = loss_sum / count
         rewards = normalise_rewards(mean_loss)
-        self.controller.train()
         self.optimizer.zero_grad(set_to_none=True)
         sample: ControllerSample = self.controller.evaluate(self.actions)
         loss = reinforce_loss(sample, rewards, self.cfg.advaa.entropy_weight)
@@ -303,7 +302,7 @@ class AdvAAHooks:
         self.actions = actions.clone() if actions.numel() else None
         self.loss_sum = state["loss_sum"].clone().double()
         self.count = state["count"].clone().double()
-        self._step_sums.clear()
+        self._pending = None
         self._synced = False
 
 
