@@ -181,9 +181,13 @@ def prepare(root: str | os.PathLike[str], out: str | os.PathLike[str], *,
     if search_classes < 1 or search_train < 1 or search_val < 1:
         raise PrepError("--search-classes, --search-train and --search-val must be >= 1, got "
                         f"{search_classes}, {search_train}, {search_val}")
-    if root_p.is_dir() and (out_p == root_p.resolve() or out_p.resolve().is_relative_to(root_p.resolve())):
+    if root_p.is_dir() and out_p.resolve().is_relative_to(root_p.resolve()):
         raise PrepError(f"--out {str(out_p)!r} is inside --root {str(root_p)!r}; data_prep never writes into "
                         "ImageNet: choose an --out outside it")
+    if root_p.resolve().is_relative_to(out_p.resolve()):
+        # Replacing --out would replace ImageNet with it.
+        raise PrepError(f"--root {str(root_p)!r} is inside --out {str(out_p)!r}; choose an --out that does not "
+                        "contain ImageNet")
     args = {"root": str(root_p), "search_classes": search_classes, "search_train": search_train,
             "search_val": search_val, "seed": seed, "scan": scan_mode}
     if not force and already_prepared(out_p, args):

@@ -348,6 +348,9 @@ def test_imagenet_refusals_leave_nothing(tmp_path: Path, foolbox_images: list[Pa
     with pytest.raises(PrepError, match="never writes into"):
         inet.prepare(good, good / "lists", search_classes=2, search_train=4, search_val=2, quiet=True)
     assert not (good / "lists").exists()
+    with pytest.raises(PrepError, match="does not contain ImageNet"):
+        inet.prepare(good, good.parent, search_classes=2, search_train=4, search_val=2, quiet=True)
+    assert (good / "train").is_dir()
     r = subprocess.run([sys.executable, "-m", "data_prep.imagenet", "--root", str(tmp_path / "absent"), "--out",
                         str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "train/<wnid>" in r.stderr and not (tmp_path / "o").exists()
