@@ -539,7 +539,7 @@ def _aws_summary(run: AWSRun, images: list[Path], top_k: int) -> str:
               f"- rounds updated: {done} of {run.planned_rounds}",
               f"- final training: {'done' if run.final is not None else 'not done'}"]
     cur = next((r for r in run.rounds if r.update is None), None)
-    if cur is not None:
+    if cur is not None and cur.index < run.planned_rounds:
         lines.append(f"- round {cur.index}: {len(cur.results)} of {t} fine-tune results, not yet updated")
     lines.append("")
     thetas = run.thetas()
