@@ -213,8 +213,8 @@ def atomic_dir(out: Path) -> Iterator[Path]:
 class Progress:
     """A one-line progress report on stderr (rewritten in place on a terminal)."""
 
-    def __init__(self, label: str, total: int, every_s: float = 1.0) -> None:
-        self.label, self.total, self.every_s = label, total, every_s
+    def __init__(self, label: str, total: int, every_s: float = 1.0, quiet: bool = False) -> None:
+        self.label, self.total, self.every_s, self.quiet = label, total, every_s, quiet
         self.t0 = self.last = time.monotonic()
         self.tty = sys.stderr.isatty()
         if not self.tty:
@@ -222,7 +222,7 @@ class Progress:
 
     def update(self, done: int, note: str = "", force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last < self.every_s:
+        if self.quiet or (not force and now - self.last < self.every_s):
             return
         self.last = now
         rate = done / max(now - self.t0, 1e-9)
@@ -232,5 +232,5 @@ class Progress:
 
     def close(self, done: int, note: str = "") -> None:
         self.update(done, note, force=True)
-        if self.tty:
+        if self.tty and not self.quiet:
             print(file=sys.stderr, flush=True)

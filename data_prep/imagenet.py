@@ -218,7 +218,7 @@ def prepare(root: str | os.PathLike[str], out: str | os.PathLike[str], *,
     bad: set[str] = set()
     if scan_mode != "none":
         n_workers = workers or len(os.sched_getaffinity(0))
-        prog = Progress(f"scan ({scan_mode})", len(rels))
+        prog = Progress(f"scan ({scan_mode})", len(rels), quiet=quiet)
         for k, (rel, problem, note) in enumerate(scan(root_p, rels, scan_mode, n_workers), 1):
             if problem:
                 corrupt.append({"path": rel, "problem": problem})
