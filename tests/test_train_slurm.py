@@ -1,9 +1,12 @@
 """A 2-node job on the local SLURM cluster through submitit: `srun` starts one task per node,
 the tasks find each other through the Horovod gloo rendezvous hosted by rank 0 (no
-horovodrun, no MPI), train the tiny model on the demo data and agree on the result."""
+horovodrun, no MPI) and train the tiny model on the demo data. Mid-run the job gets
+submitit's time-out signal: `CheckpointableTraining.checkpoint` requeues it, and the requeued
+job resumes from the last checkpoint and finishes with the steps of an uninterrupted run."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from hpcaug.config import load_config
@@ -11,27 +14,54 @@ from hpcaug.train import load_checkpoint
 from hpcaug.train.stages import CheckpointableTraining, run_train
 
 REPO = Path(__file__).resolve().parents[1]
-N, STEPS = 16, 2
+N, STEPS, EPOCHS = 16, 4, 2
 
 
-def test_two_node_horovod_job_through_submitit(tmp_path: Path, slurm_cluster, demo_data: Path) -> None:
+def _global_step(ckpt: Path) -> int:
+    try:
+        return int(load_checkpoint(ckpt)["global_step"])
+    except (FileNotFoundError, RuntimeError):  # not written yet
+        return 0
+
+
+def test_two_node_horovod_job_requeued_and_resumed(tmp_path: Path, slurm_cluster, demo_data: Path) -> None:
     assert slurm_cluster.nodes >= 2, "the slurm_cluster fixture must offer 2 nodes"
     cfg = load_config(REPO / "configs" / "demo.yaml", [
         f"data.dir={demo_data}", "data.backend=torch", f"data.batch_size={N}", "data.workers=1",
-        f"train.steps_per_epoch={STEPS}", "train.log_interval=1", "augment.copies=1", "dist.backend=horovod"])
+        f"train.steps_per_epoch={STEPS}", "train.log_interval=1", "train.checkpoint_every_steps=2",
+        "augment.copies=1", "dist.backend=horovod"])
     out = tmp_path / "train"
-    ex = slurm_cluster.executor(tmp_path / "logs", nodes=2, tasks_per_node=1, cpus_per_task=1,
-                                slurm_additional_parameters={"kill-on-invalid-dep": "yes"})
-    job = ex.submit(CheckpointableTraining(run_train), cfg, str(out), "uniform", epochs=1)
+    ex = slurm_cluster.executor(tmp_path / "logs", nodes=2, tasks_per_node=1, cpus_per_task=1)
+    job = ex.submit(CheckpointableTraining(run_train), cfg, str(out), "uniform", epochs=EPOCHS)
+
+    # wait for the first checkpoint (step 2 of 8), then send the time-out signal (USR2)
+    deadline = time.monotonic() + 120
+    while _global_step(out / "checkpoint.pt") < 2:
+        assert time.monotonic() < deadline and not job.done(), f"no checkpoint: {job.stderr()}"
+        time.sleep(0.2)
+    job._interrupt(timeout=True)
+    # SLURM holds a requeued job for ~2 minutes (its BeginTime); release it at once
+    deadline = time.monotonic() + 60
+    while True:
+        state = slurm_cluster.run("squeue", "-h", "-o", "%T %r", "-j", job.job_id, check=False).stdout.split()
+        if state[:1] == ["PENDING"]:
+            slurm_cluster.run("scontrol", "update", f"JobId={job.job_id}", "StartTime=now")
+            break
+        assert time.monotonic() < deadline, f"job {job.job_id} was not requeued: {state} {job.stderr()}"
+        time.sleep(0.2)
+
     results = job.results()  # one TrainResult per task (rank); raises with the job's stderr on failure
     assert len(results) == 2
     assert results[0].history == results[1].history  # allreduced: the same on both ranks
-    h = results[0].history[0]
-    assert h["train_samples"] == STEPS * N * 2  # two ranks, N images each per step
-    assert h["val_samples"] == 200 and results[0].steps == STEPS
+    assert results[0].steps == EPOCHS * STEPS and len(results[0].history) == EPOCHS
+    assert [h["train_samples"] for h in results[0].history] == [STEPS * N * 2] * EPOCHS  # 2 ranks x N
+    assert results[0].history[-1]["val_samples"] == 200
     info = json.loads((out / "train.json").read_text())
-    assert info["ranks"] == 2 and info["steps"] == STEPS
-    assert load_checkpoint(out / "checkpoint.pt")["world_size"] == 2
-    # the two tasks really ran on two different (fake) nodes
-    nodes = slurm_cluster.run("sacct", "-n", "-X", "-P", "-o", "NodeList", "-j", job.job_id).stdout.strip()
-    assert nodes in ("n[1-2]", "n1,n2"), nodes
+    assert info["ranks"] == 2 and info["steps"] == EPOCHS * STEPS
+    # it really was requeued and resumed from a checkpoint, on two (fake) nodes
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob(f"{job.job_id}_0_log.*"))
+    assert "Requeued job" in log and "resuming" in log, log[-3000:]
+    slurm_cluster.wait_states([job.job_id], {"COMPLETED"}, timeout=60)
+    sacct = slurm_cluster.run("sacct", "-n", "-X", "-P", "-D", "-o", "NodeList,State", "-j", job.job_id).stdout
+    assert "REQUEUED" in sacct and "COMPLETED" in sacct, sacct
+    assert any(line.split("|")[0] in ("n[1-2]", "n1,n2") for line in sacct.splitlines()), sacct

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -97,8 +98,24 @@ class CheckpointableTraining(submitit.helpers.Checkpointable):
         self.fn = fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _shield_forked_children()
         return self.fn(*args, **kwargs)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # train() writes its checkpoints itself; requeue the same call and let it resume
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+_SHIELDED = False
+
+
+def _shield_forked_children() -> None:
+    """Forked helpers (DataLoader workers, DALI's parallel external_source) inherit submitit's
+    SIGUSR2 handler; SLURM signals every process of the step, so each child would requeue the
+    job a second time and report the failed `scontrol requeue` as the job's result. Children
+    ignore SIGUSR2 instead; the task's main process alone checkpoints and requeues."""
+    global _SHIELDED
+    if _SHIELDED or not hasattr(os, "register_at_fork"):
+        return
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
+    _SHIELDED = True
