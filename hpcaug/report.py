@@ -374,8 +374,8 @@ def plot_rewards(run: AWSRun, path: Path) -> Path | None:
     std = np.array([np.std(v) for _, v, _ in rows])
     lo = np.array([np.min(v) for _, v, _ in rows])
     hi = np.array([np.max(v) for _, v, _ in rows])
-    for r, v, _ in rows:
-        ax.scatter([r] * len(v), v, s=6, color="0.55", alpha=0.6, linewidths=0)
+    ax.scatter([r for r, v, _ in rows for _ in v], [x for _, v, _ in rows for x in v], s=6, color="0.55",
+               alpha=0.6, linewidths=0, label="one trajectory")
     ax.fill_between(xs, lo, hi, color="C0", alpha=0.12, label="min-max")
     ax.fill_between(xs, mean - std, mean + std, color="C0", alpha=0.28, label="mean +- std")
     ax.plot(xs, mean, "o-", color="C0", ms=3, label="mean reward")

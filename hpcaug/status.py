@@ -198,7 +198,9 @@ def _aws_status(run: AWSRun, states: dict[str, JobState] | None, now: float) -> 
     lines.append(f"rounds: {done} of {run.planned_rounds} updated")
     updated = [r for r in run.rounds if r.update is not None]
     if len(updated) > 6:
-        lines.append(f"  rounds {updated[0].index}-{updated[-4].index}: updated (see `python -m hpcaug.report`)")
+        lost = sum(len((r.update or {}).get("missing") or []) for r in updated[:-3])
+        lines.append(f"  rounds {updated[0].index}-{updated[-4].index}: updated"
+                     + (f", {lost} trajectories lost in all" if lost else "") + " (see `python -m hpcaug.report`)")
         updated = updated[-3:]
     lines += [_round_line(run, r) for r in updated]
     cur = next((r for r in run.rounds if r.update is None), None)
