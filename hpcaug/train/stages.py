@@ -20,7 +20,7 @@ from hpcaug.config import Config
 from hpcaug.train.dist import Dist, init_dist
 from hpcaug.train.loop import TrainResult, train
 
-__all__ = ["run_train", "run_final", "final_dir", "CheckpointableTraining"]
+__all__ = ["run_train", "run_final", "final_dir", "CheckpointableTraining", "shield_forked_children"]
 
 
 def final_dir(run_dir: Union[str, "os.PathLike[str]"]) -> Path:
@@ -98,7 +98,7 @@ class CheckpointableTraining(submitit.helpers.Checkpointable):
         self.fn = fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        _shield_forked_children()
+        shield_forked_children()
         return self.fn(*args, **kwargs)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
@@ -109,8 +109,10 @@ class CheckpointableTraining(submitit.helpers.Checkpointable):
 _SHIELDED = False
 
 
-def _shield_forked_children() -> None:
-    """Forked helpers (DataLoader workers, DALI's parallel external_source) inherit submitit's
+def shield_forked_children() -> None:
+    """Make forked children ignore SIGUSR2; call it first thing in any submitit job function.
+
+    Forked helpers (DataLoader workers, DALI's parallel external_source) inherit submitit's
     SIGUSR2 handler; SLURM signals every process of the step, so each child would requeue the
     job a second time and report the failed `scontrol requeue` as the job's result. Children
     ignore SIGUSR2 instead; the task's main process alone checkpoints and requeues."""
