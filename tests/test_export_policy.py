@@ -168,3 +168,25 @@ def test_same_generator_same_output_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="holds no policy"):
         export_policy(tmp_path, tmp_path / "p.json")
     assert isinstance(t.policy, Policy)
+
+
+class _Same(torch.utils.data.Dataset):
+    """n copies of one image: any difference between outputs comes from the transform's draws."""
+
+    def __init__(self, transform: PolicyTransform, n: int = 16) -> None:
+        self.t, self.n, self.img = transform, n, _images(1, 3)[0]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.t(self.img, i)
+
+
+def test_in_a_dataloader_with_workers(tmp_path: Path) -> None:
+    """Pickled into two worker processes; each worker draws its own programs (torch's per-worker seed)."""
+    t = PolicyTransform(export_policy(_skewed_aws(), tmp_path / "aws.json"))
+    dl = torch.utils.data.DataLoader(_Same(t), batch_size=8, num_workers=2)
+    batches = [x for x, _ in dl]
+    assert len(batches) == 2 and all(b.shape == (8, 3, 12, 12) for b in batches)
+    assert not torch.equal(batches[0], batches[1])  # identical only if both workers drew the same stream
