@@ -1,0 +1,354 @@
+"""DALI train and val loaders: one pipeline definition, `mixed` (GPU) or `cpu` decode.
+
+The sample order is not DALI's: Python reads each step's files (the plan in _plan.py),
+checks them, samples the step's programs and feeds encoded bytes + labels + programs to the
+pipeline through one external_source. DALI decodes, crops, flips, colour-jitters, applies
+the programs (hpcaug.ops.dali_backend) and normalises. Labels, choices and rows travel
+through the pipeline beside the images, so they cannot get out of step with them.
+"""
+from __future__ import annotations
+
+import collections
+import warnings
+import weakref
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from hpcaug.config import Config
+
+from ._common import Batch, CorruptImageError, LoaderBase, StepInput, policy_steps
+from .index import SplitList
+
+__all__ = ["DaliTrainLoader", "DaliValLoader", "decode_device", "pipelines_alive"]
+
+_WITH_PIPELINE: "weakref.WeakSet[_DaliLoader]" = weakref.WeakSet()
+
+
+def pipelines_alive() -> bool:
+    """Whether a DALI pipeline of one of our loaders exists in this process (forking then is unsafe)."""
+    return any(ld._pipe is not None for ld in list(_WITH_PIPELINE))
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"nvidia\.dali.*")
+
+
+def decode_device(device: torch.device) -> str:
+    """'mixed' (nvJPEG on the GPU) for a CUDA device, else 'cpu'."""
+    return "mixed" if device.type == "cuda" else "cpu"
+
+
+def _device_id(device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None  # DALI CPU-only mode (types.CPU_ONLY_DEVICE_ID raises in DALI 2.4)
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _to_torch(tl: Any, device: torch.device) -> torch.Tensor:
+    """A dense DALI TensorList -> a torch tensor of its own (copied) on `device`."""
+    from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+    t = tl.as_tensor()
+    out = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=device if device.type == "cuda" else "cpu")
+    stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
+    feed_ndarray(t, out, cuda_stream=stream)
+    return out
+
+
+def _dali_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([0xDA11, *map(int, parts)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, bool] | None], dev: str,
+                    **kw: Any) -> Any:
+    """The train pipeline: decode -> per copy (random resized crop, colour, program, flip +
+    normalise). `steps[m]` = (K, may use SamplePairing) of copy m's programs, None for none."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    d = cfg.data
+    copies = len(steps)
+    area = [float(d.crop_scale[0]), float(d.crop_scale[1])]
+    ratio = [3.0 / 4.0, 4.0 / 3.0]
+    s = d.image_size
+    out_dtype = types.FLOAT16 if d.fp16 else types.FLOAT
+
+    @pipeline_def(enable_conditionals=True)
+    def pipe() -> Any:
+        n_prog = sum(bool(k) for k in steps)
+        outs = fn.external_source(source=source, num_outputs=4 + 2 * n_prog, batch=True,
+                                  dtype=[types.UINT8, types.INT64, types.INT64, types.INT64]
+                                  + [types.INT64, types.FLOAT] * n_prog)
+        enc, labels, choices, rows = outs[:4]
+        if copies == 1:  # decode only the crop window (libjpeg-turbo / nvJPEG ROI decode)
+            crops = [fn.resize(fn.decoders.image_random_crop(enc, device=dev, output_type=types.RGB,
+                                                             random_area=area, random_aspect_ratio=ratio,
+                                                             num_attempts=10),
+                               resize_x=s, resize_y=s)]
+        else:  # decode once, then an independent crop per copy
+            img = fn.decoders.image(enc, device=dev, output_type=types.RGB)
+            crops = [fn.random_resized_crop(img, size=(s, s), random_area=area, random_aspect_ratio=ratio,
+                                            num_attempts=10) for _ in range(copies)]
+        images = []
+        for m, x in enumerate(crops):
+            if d.color_jitter > 0:
+                lo, hi = max(0.0, 1.0 - d.color_jitter), 1.0 + d.color_jitter
+                x = fn.color_twist(x, brightness=fn.random.uniform(range=[lo, hi]),
+                                   contrast=fn.random.uniform(range=[lo, hi]),
+                                   saturation=fn.random.uniform(range=[lo, hi]))
+            if steps[m]:
+                from hpcaug.ops import dali_backend
+
+                j = 4 + 2 * sum(bool(k) for k in steps[:m])
+                k, pairing = steps[m]
+                x = dali_backend.apply_program(x, outs[j], outs[j + 1], num_steps=k, sample_pairing=pairing)
+            mirror = fn.random.coin_flip() if d.flip else 0
+            images.append(fn.crop_mirror_normalize(x, dtype=out_dtype, output_layout="CHW", mean=list(d.mean),
+                                                   std=list(d.std), mirror=mirror))
+        return (*images, labels, choices, rows)
+
+    return pipe(**kw)
+
+
+def _val_pipeline(cfg: Config, source: Any, dev: str, **kw: Any) -> Any:
+    """The val pipeline: decode -> resize shorter side to data.val_resize -> centre crop -> normalise."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    d = cfg.data
+
+    @pipeline_def
+    def pipe() -> Any:
+        enc, labels, choices, rows = fn.external_source(source=source, num_outputs=4, batch=True,
+                                                        dtype=[types.UINT8, types.INT64, types.INT64, types.INT64])
+        x = fn.decoders.image(enc, device=dev, output_type=types.RGB)
+        x = fn.resize(x, resize_shorter=d.val_resize)
+        x = fn.crop_mirror_normalize(x, dtype=types.FLOAT16 if d.fp16 else types.FLOAT, output_layout="CHW",
+                                     crop=(d.image_size, d.image_size), mean=list(d.mean), std=list(d.std))
+        return x, labels, choices, rows
+
+    return pipe(**kw)
+
+
+def _op_id(name: str) -> int:
+    from hpcaug.ops.table import op_id
+
+    return int(op_id(name))
+
+
+_PAIRING_ID = _op_id("SamplePairing")
+
+
+def _may_pair(policy: Any) -> bool:
+    """Whether a policy can emit SamplePairing (the DALI program then needs that branch)."""
+    kind = getattr(policy, "kind", "")
+    if kind in ("aws", "randaugment", "trivialaugment", "none"):
+        return False
+    subs = getattr(policy, "sub_policies", None)
+    if subs is not None:
+        return any(step[0] == "SamplePairing" for sp in subs for step in sp)
+    return True
+
+
+class _Feed:
+    """The external_source callable: hands DALI the steps of one epoch in order.
+
+    `pending` holds the StepInput of every step handed to DALI and not yet returned by it;
+    steps whose samples were all skipped are queued with n == 0 and never reach DALI.
+    """
+
+    def __init__(self, loader: "_DaliLoader", steps: list[np.ndarray], start: int) -> None:
+        # a proxy, not a reference: loader -> pipeline -> feed -> loader would be a cycle that
+        # keeps the pipeline (and its threads) alive until the garbage collector runs
+        self.loader = weakref.proxy(loader)
+        self.restart(steps, start)
+
+    def restart(self, steps: list[np.ndarray], start: int) -> None:
+        """Feed `steps` from `start` on (a new epoch on a reused pipeline)."""
+        self.steps, self.next = steps, start
+        self.pending: collections.deque[StepInput] = collections.deque()
+        self.error: Exception | None = None
+
+    def __call__(self) -> tuple[Any, ...]:
+        try:
+            while self.next < len(self.steps):
+                inp = self.loader._prepare(self.steps, self.next, self.loader.policies)
+                self.next += 1
+                self.pending.append(inp)
+                if len(inp.indices):
+                    return self.loader._feed_arrays(inp)
+        except Exception as e:  # noqa: BLE001  kept so that the loader re-raises it as it was
+            self.error = e
+            raise
+        raise StopIteration
+
+
+class _DaliLoader(LoaderBase):
+    """Runs a pipeline over the steps of an epoch; rebuilds it after a decode error or an
+    abandoned epoch, restarting at the first step not yet handed out."""
+
+    copies = 1
+    policies: Sequence[Any] = ()
+
+    def __init__(self, cfg: Config, split: SplitList, rank: int, world: int, device: torch.device) -> None:
+        super().__init__(cfg, split, rank, world, device)
+        self._pipe: Any = None
+        self._feed: _Feed | None = None
+        self._key: Any = None
+
+    # subclasses: the pipeline and how a StepInput becomes external_source arrays
+    def _build(self, source: _Feed, **kw: Any) -> Any:
+        raise NotImplementedError
+
+    def _pipe_key(self) -> Any:
+        return None
+
+    def _feed_arrays(self, inp: StepInput) -> tuple[Any, ...]:
+        n = len(inp.indices)
+        labels = [np.array([v], np.int64) for v in inp.labels]
+        rows = [np.array([v], np.int64) for v in inp.indices]
+        if inp.programs:
+            ch = np.stack([np.asarray(p.choice, np.int64).reshape(n) for p in inp.programs], 1)
+        else:
+            ch = np.full((n, 1), -1, np.int64)
+        out: list[Any] = [inp.encoded, labels, list(ch), rows]
+        for p, used in zip(inp.programs, self._key or ()):
+            if used:
+                ids, prm = np.asarray(p.op_ids, np.int64), np.array(p.params, np.float32)
+                if n < self.batch_size:  # SamplePairing partner = floor(u1 * max batch): keep it in this batch
+                    prm[..., 1] = np.where(ids == _PAIRING_ID, prm[..., 1] * (n - 1e-3) / self.batch_size,
+                                           prm[..., 1])
+                out += [list(ids), list(prm)]
+        return tuple(out)
+
+    def _start(self, steps: list[np.ndarray], start: int) -> None:
+        """A fresh pipeline whose feed begins at `start` (seeded by epoch and start step)."""
+        self._feed = _Feed(self, steps, start)
+        kw = dict(batch_size=self.batch_size, num_threads=self.cfg.data.workers, device_id=_device_id(self.device),
+                  seed=_dali_seed(self.seed, self.rank, self.epoch, start), prefetch_queue_depth=2)
+        self._key = self._pipe_key()
+        self._pipe = None  # free the old pipeline's threads first
+        self._pipe = self._build(self._feed, **kw)
+        self._pipe.build()
+        _WITH_PIPELINE.add(self)
+
+    def _run(self, steps: list[np.ndarray], start: int) -> Iterator[Batch]:
+        if self._pipe is not None and self._feed is not None and self._key == self._pipe_key():
+            self._feed.restart(steps, start)  # the last epoch ended cleanly: reuse its pipeline
+        else:
+            self._start(steps, start)
+        clean = False
+        try:
+            while True:
+                feed = self._feed
+                assert feed is not None
+                while feed.pending and len(feed.pending[0].indices) == 0:
+                    yield self._empty(feed.pending.popleft())
+                try:
+                    outs = self._pipe.run()
+                except StopIteration:
+                    self._pipe.reset()
+                    break
+                except Exception as err:
+                    if feed.error is not None:  # raised by our own feed (e.g. CorruptImageError)
+                        raise feed.error from None
+                    # a decode failure: find the file, then raise or skip it
+                    restart = self._on_error(err, feed)
+                    self._start(steps, restart)
+                    continue
+                while feed.pending and len(feed.pending[0].indices) == 0:
+                    yield self._empty(feed.pending.popleft())
+                inp = feed.pending.popleft()
+                yield self._batch(outs, inp)
+            while self._feed is not None and self._feed.pending:
+                yield self._empty(self._feed.pending.popleft())
+            clean = True
+        finally:
+            if not clean:  # abandoned or failed mid-epoch: in-flight batches would be stale next time
+                self.close_pipeline()
+
+    def close_pipeline(self) -> None:
+        """Free the DALI pipeline (and its threads); the next epoch builds a new one. A process
+        that forks while a DALI pipeline lives (torch DataLoader workers) can crash: close first."""
+        self._pipe = None
+        self._feed = None
+
+    def close(self) -> None:
+        self.close_pipeline()
+        super().close()
+
+    def _on_error(self, err: Exception, feed: _Feed) -> int:
+        """Decode every in-flight file to find the bad ones; raise (error) or mark them (skip).
+        Returns the step to restart at."""
+        from torchvision.io import ImageReadMode, decode_image
+
+        bad: list[tuple[int, str]] = []
+        for inp in feed.pending:
+            for row, buf in zip(inp.indices.tolist(), inp.encoded):
+                try:
+                    decode_image(torch.from_numpy(buf), mode=ImageReadMode.RGB)
+                except Exception as e:  # noqa: BLE001  any decoder complaint marks the file bad
+                    bad.append((row, f"cannot be decoded ({str(e).splitlines()[0][:200]})"))
+        if not bad:
+            raise RuntimeError(f"the DALI pipeline failed on a batch whose files all decode with torchvision: {err}") from err
+        for row, why in bad:
+            try:
+                self.reader.fail(row, why)
+            except CorruptImageError as e:
+                raise e from err
+        return feed.pending[0].step if feed.pending else feed.next
+
+    def _empty(self, inp: StepInput) -> Batch:
+        s = self.cfg.data.image_size
+        dt = torch.float16 if self.cfg.data.fp16 else torch.float32
+        z = torch.zeros(0, dtype=torch.int64, device=self.device)
+        return Batch(torch.zeros(0, 3, s, s, dtype=dt, device=self.device), z, z.clone(), z.clone(), z.clone())
+
+    def _batch(self, outs: Any, inp: StepInput) -> Batch:
+        copies = self.copies
+        imgs = [_to_torch(o, self.device) for o in outs[:copies]]
+        n = imgs[0].shape[0]
+        images = imgs[0] if copies == 1 else torch.stack(imgs, 1).reshape(n * copies, *imgs[0].shape[1:])
+        labels = _to_torch(outs[copies], self.device).reshape(n)
+        choices = _to_torch(outs[copies + 1], self.device).reshape(n * copies)
+        rows = _to_torch(outs[copies + 2], self.device).reshape(n)
+        if not torch.equal(rows.cpu(), torch.from_numpy(inp.indices)):
+            raise RuntimeError("internal error: DALI outputs out of step with the fed rows")  # never expected
+        return Batch(images=images, labels=labels.repeat_interleave(copies), choices=choices,
+                     copy_ids=torch.arange(copies, device=self.device).repeat(n),
+                     indices=rows.repeat_interleave(copies))
+
+
+class DaliTrainLoader(_DaliLoader):
+    """Train loader (see hpcaug.data.build_train_loader)."""
+
+    train = True
+
+    def __init__(self, cfg: Config, split: SplitList, policies: Sequence[Any], rank: int, world: int,
+                 device: torch.device) -> None:
+        super().__init__(cfg, split, rank, world, device)
+        self.set_policies(policies)
+
+    def set_policies(self, policies: Sequence[Any]) -> None:
+        """Use these policies from the next epoch (or the next iter) on; M = len(policies)."""
+        if len(policies) < 1:
+            raise ValueError("build_train_loader needs at least one policy (hpcaug.ops.policy.NoPolicy() for none)")
+        if self.policies and len(policies) != len(self.policies):
+            raise ValueError(f"set_policies got {len(policies)} policies but the loader was built for "
+                             f"M = {len(self.policies)} copies; build a new loader to change M")
+        self.policies = tuple(policies)
+        self.copies = len(self.policies)
+
+    def _pipe_key(self) -> Any:
+        return tuple((k, _may_pair(p)) if getattr(p, "kind", "") != "none" and k > 0 else None
+                     for p, k in zip(self.policies, policy_steps(self.policies)))
+
+    def _build(self, source: _Feed, **kw: Any) -> Any:
+        return _train_pipeline(self.cfg, source, self._key, decode_device(self.device), **kw)
+
+
+class DaliValLoader(_DaliLoader):
+    """Val loader (see hpcaug.data.build_val_loader)."""
+
+    train = False
+
+    def _build(self, source: _Feed, **kw: Any) -> Any:
+        return _val_pipeline(self.cfg, source, decode_device(self.device), **kw)

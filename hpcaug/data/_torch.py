@@ -1,0 +1,211 @@
+"""The torchvision fallback loaders (data.backend: torch): same plans, same Batch.
+
+A DataLoader over *steps*: worker processes read, decode (torchvision.io), crop, flip and
+colour-jitter a whole step and apply its programs with hpcaug.ops.torch_backend (batched,
+grouped by op); the main process normalises on the target device. Every random draw of a
+step comes from a generator seeded by (seed, epoch, rank, step), so a step's pixels do not
+depend on which worker made it.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as F
+
+from hpcaug.config import Config
+
+from . import _plan
+from ._common import Batch, CorruptImageError, LoaderBase, check_encoded, sample_programs
+from .index import SplitList
+
+__all__ = ["TorchTrainLoader", "TorchValLoader"]
+
+# torchvision 0.29 deprecates its decoders in favour of TorchCodec, which has no CPU wheel here
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+_CROP_SALT = 0xC80
+
+
+def _crop_box(h: int, w: int, scale: tuple[float, float], g: torch.Generator) -> tuple[int, int, int, int]:
+    """Inception random-resized-crop box (top, left, height, width): torchvision's algorithm,
+    drawn from `g`."""
+    area = h * w
+    log_ratio = (math.log(3 / 4), math.log(4 / 3))
+    for _ in range(10):
+        target = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=g))
+        ratio = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=g)))
+        cw = int(round(math.sqrt(target * ratio)))
+        ch = int(round(math.sqrt(target / ratio)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+            return top, left, ch, cw
+    in_ratio = w / h  # fallback: the central crop of the allowed aspect ratios
+    if in_ratio < 3 / 4:
+        cw, ch = w, int(round(w / (3 / 4)))
+    elif in_ratio > 4 / 3:
+        ch, cw = h, int(round(h * (4 / 3)))
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def _dali_alive() -> bool:
+    import sys
+
+    mod = sys.modules.get("hpcaug.data._dali")
+    return bool(mod is not None and mod.pipelines_alive())
+
+
+class _Steps(Dataset):
+    """Item s = the whole step s of an epoch, as uint8 images + metadata."""
+
+    def __init__(self, cfg: Config, split: SplitList, steps: list[np.ndarray], policies: Sequence[Any],
+                 epoch: int, rank: int, train: bool, bad: set[int]) -> None:
+        self.cfg, self.steps, self.policies = cfg, steps, tuple(policies)
+        self.paths, self.labels = split.abs_files(), split.labels
+        self.epoch, self.rank, self.train, self.bad = epoch, rank, train, set(bad)
+        self.list_path = str(split.list_path)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def describe(self, row: int) -> str:
+        return f"{self.paths[row]!r} (line {row + 1} of {self.list_path!r}, label {int(self.labels[row])})"
+
+    def _decode(self, row: int) -> tuple[torch.Tensor | None, str | None]:
+        try:
+            buf = np.fromfile(self.paths[row], dtype=np.uint8)
+        except FileNotFoundError:
+            return None, "file not found (is the image root in dataset.json right?)"
+        except OSError as e:
+            return None, f"cannot read it ({e})"
+        why = check_encoded(buf)
+        if why:
+            return None, why
+        try:
+            return decode_image(torch.from_numpy(buf), mode=ImageReadMode.RGB), None
+        except Exception as e:  # noqa: BLE001  any decoder complaint marks the file bad
+            return None, f"cannot be decoded ({str(e).splitlines()[0][:200]})"
+
+    def _train_view(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        d = self.cfg.data
+        top, left, h, w = _crop_box(img.shape[-2], img.shape[-1], d.crop_scale, g)
+        x = F.resized_crop(img, top, left, h, w, [d.image_size, d.image_size], antialias=True)
+        if d.color_jitter > 0:
+            lo, hi = max(0.0, 1.0 - d.color_jitter), 1.0 + d.color_jitter
+            b, c, s = (float(v) for v in torch.empty(3).uniform_(lo, hi, generator=g))
+            x = F.adjust_saturation(F.adjust_contrast(F.adjust_brightness(x, b), c), s)
+        if d.flip and float(torch.rand(1, generator=g)) < 0.5:
+            x = x.flip(-1)
+        return x
+
+    def _val_view(self, img: torch.Tensor) -> torch.Tensor:
+        d = self.cfg.data
+        x = F.resize(img, [d.val_resize], antialias=True)
+        return F.center_crop(x, [d.image_size, d.image_size])
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        d = self.cfg.data
+        rows, imgs, skipped = [], [], []
+        for row in self.steps[step].tolist():
+            if row in self.bad:
+                continue
+            img, why = self._decode(row)
+            if img is None:
+                if d.on_corrupt == "error":
+                    raise CorruptImageError(f"cannot use image {self.describe(row)}: {why}; remove it from the list "
+                                            "(re-run data_prep) or set data.on_corrupt: skip to skip and count such "
+                                            "files (loader.skipped)")
+                skipped.append((row, why))
+                continue
+            rows.append(row)
+            imgs.append(img)
+        n, s = len(rows), d.image_size
+        copies = len(self.policies) if self.train else 1
+        out = torch.empty(n, copies, 3, s, s, dtype=torch.uint8)
+        choices = torch.full((n, copies), -1, dtype=torch.int64)
+        if self.train:
+            g = _plan.step_generator(d.seed ^ _CROP_SALT, self.epoch, self.rank, step)
+            for i, img in enumerate(imgs):
+                for m in range(copies):
+                    out[i, m] = self._train_view(img, g)
+            programs = sample_programs(self.policies, n, d.seed, self.epoch, self.rank, step)
+            for m, (p, prog) in enumerate(zip(self.policies, programs)):
+                choices[:, m] = torch.as_tensor(prog.choice, dtype=torch.int64).reshape(n)
+                if n and getattr(p, "kind", "") != "none":
+                    from hpcaug.ops import torch_backend
+
+                    out[:, m] = torch_backend.apply_program(out[:, m].contiguous(), prog.op_ids, prog.params)
+        else:
+            for i, img in enumerate(imgs):
+                out[i, 0] = self._val_view(img)
+        r = torch.as_tensor(rows, dtype=torch.int64)
+        return {"images": out.reshape(n * copies, 3, s, s), "labels": torch.from_numpy(self.labels[rows]),
+                "choices": choices.reshape(n * copies), "rows": r, "copies": copies, "skipped": skipped}
+
+
+class _TorchLoader(LoaderBase):
+    policies: Sequence[Any] = ()
+    copies = 1
+
+    def _run(self, steps: list[np.ndarray], start: int) -> Iterator[Batch]:
+        d = self.cfg.data
+        if self.train and any(getattr(p, "kind", "") != "none" for p in self.policies):
+            import hpcaug.ops.torch_backend  # noqa: F401  imported here once, not in every worker
+        ds = _Steps(self.cfg, self.split, steps, self.policies, self.epoch, self.rank, self.train, self.reader.bad)
+        workers = d.workers if len(steps) - start > 1 else 0
+        # A worker forked while a DALI pipeline lives in this process can hang or crash (DALI's
+        # threads do not survive fork): start workers from a clean forkserver process then.
+        ctx = "forkserver" if workers and _dali_alive() else None
+        dl = DataLoader(ds, batch_size=None, sampler=range(start, len(steps)), num_workers=workers,
+                        pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers else None,
+                        multiprocessing_context=ctx)
+        mean = torch.tensor(d.mean, device=self.device).view(1, 3, 1, 1)
+        inv_std = 1.0 / torch.tensor(d.std, device=self.device).view(1, 3, 1, 1)
+        dtype = torch.float16 if d.fp16 else torch.float32
+        for item in dl:
+            for row, why in item["skipped"]:
+                self.reader.fail(row, why)
+            m = item["copies"]
+            x = item["images"].to(self.device, non_blocking=True)
+            images = ((x.float() - mean) * inv_std).to(dtype)
+            n = item["rows"].shape[0]
+            dev = self.device
+            yield Batch(images=images, labels=item["labels"].repeat_interleave(m).to(dev),
+                        choices=item["choices"].to(dev), copy_ids=torch.arange(m).repeat(n).to(dev),
+                        indices=item["rows"].repeat_interleave(m).to(dev))
+
+
+class TorchTrainLoader(_TorchLoader):
+    """Train loader on torchvision + the ops torch backend (see build_train_loader)."""
+
+    train = True
+
+    def __init__(self, cfg: Config, split: SplitList, policies: Sequence[Any], rank: int, world: int,
+                 device: torch.device) -> None:
+        super().__init__(cfg, split, rank, world, device)
+        self.set_policies(policies)
+
+    def set_policies(self, policies: Sequence[Any]) -> None:
+        """Use these policies from the next iter on; M = len(policies) is fixed per loader."""
+        if len(policies) < 1:
+            raise ValueError("build_train_loader needs at least one policy (hpcaug.ops.policy.NoPolicy() for none)")
+        if self.policies and len(policies) != len(self.policies):
+            raise ValueError(f"set_policies got {len(policies)} policies but the loader was built for "
+                             f"M = {len(self.policies)} copies; build a new loader to change M")
+        self.policies = tuple(policies)
+        self.copies = len(self.policies)
+
+
+class TorchValLoader(_TorchLoader):
+    """Val loader on torchvision (see build_val_loader)."""
+
+    train = False
