@@ -1,5 +1,6 @@
 """AdvAA joint training under real Horovod (2 gloo ranks) on the Fashion-MNIST fixture.
 
+One run SIGKILLed mid-epoch, then resumed to the end (a module fixture); the tests check
 - the per-policy losses (after the allreduce) and the controller parameters agree across
   ranks, and the controller really stepped;
 - a run SIGKILLed in the middle of an epoch (after a mid-epoch checkpoint) resumes: the
@@ -8,11 +9,12 @@
 """
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -99,23 +101,52 @@ def _assert_same_optimizer(a: dict, b: dict) -> None:
 
 
 pytestmark = pytest.mark.skipif(not HOROVODRUN.exists(), reason="horovodrun missing: run scripts/setup.sh")
+EPOCHS = 3
+EXTRA = ("train.checkpoint_every_steps=2",)  # global step 4 = epoch 1 after its first step
 
 
-def test_two_rank_joint_run_agrees_across_ranks(tmp_path: Path, demo_data: Path) -> None:
-    p = _horovodrun(tmp_path, demo_data, epochs=2)
-    assert p.returncode == 0, _tail(p)
-    r0, r1 = (torch.load(tmp_path / f"final_rank{r}.pt", weights_only=False) for r in (0, 1))
-    _assert_same_tensors(r0["controller"], r1["controller"], "controller after 2 epochs")
+@dataclass
+class KilledThenResumed:
+    tmp: Path
+    saved: dict  # the hooks state in the checkpoint the kill left behind
+    ckpt_pos: tuple[int, int]  # (epoch, step_in_epoch) of that checkpoint
+    before: list  # epochs.jsonl after the kill
+    after: list  # epochs.jsonl after the resumed run finished
+
+
+@pytest.fixture(scope="module")
+def killed_then_resumed(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> KilledThenResumed:
+    """Two ranks, 3 epochs; both SIGKILLed at the 2nd step of epoch 1; then the same command again."""
+    tmp = tmp_path_factory.mktemp("advaa_joint")
+    killed = _horovodrun(tmp, demo_data, epochs=EPOCHS, kill_at="1:2", extra=EXTRA)
+    assert killed.returncode != 0, _tail(killed)
+    assert not (tmp / "final_rank0.pt").exists(), "the first run should have been killed"
+    ckpt = torch.load(tmp / "run" / "advaa" / "checkpoint.pt", weights_only=True)
+    before = read_epoch_records(tmp / "run")
+    resumed = _horovodrun(tmp, demo_data, epochs=EPOCHS, extra=EXTRA)
+    assert resumed.returncode == 0, _tail(resumed)
+    return KilledThenResumed(tmp, ckpt["hooks"], (ckpt["epoch"], ckpt["step_in_epoch"]), before,
+                             read_epoch_records(tmp / "run"))
+
+
+def _final(run: KilledThenResumed) -> tuple[dict, dict]:
+    r0, r1 = (torch.load(run.tmp / f"final_rank{r}.pt", weights_only=False) for r in (0, 1))
+    return r0, r1
+
+
+def test_two_rank_joint_run_agrees_across_ranks(killed_then_resumed: KilledThenResumed) -> None:
+    run = killed_then_resumed
+    r0, r1 = _final(run)
+    _assert_same_tensors(r0["controller"], r1["controller"], "controller at the end")
     rec0, rec1 = r0["record"], r1["record"]
-    assert rec0["epoch"] == 1 and rec0["mean_loss"] == rec1["mean_loss"] and rec0["reward"] == rec1["reward"]
+    assert rec0["epoch"] == EPOCHS - 1 and rec0["mean_loss"] == rec1["mean_loss"] and rec0["reward"] == rec1["reward"]
     # The sums really were allreduced: every policy saw N images x STEPS steps x 2 ranks.
     assert rec0["samples"] == [float(N * STEPS * 2)] * M
     assert all(0.1 < x < 10 for x in rec0["mean_loss"]) and len(set(rec0["mean_loss"])) == M
-    records = read_epoch_records(tmp_path / "run")
-    assert [r["epoch"] for r in records] == [0, 1]
-    assert records[1]["mean_loss"] == rec0["mean_loss"]
-    assert records[0]["actions"] != records[1]["actions"]  # fresh policies every epoch
-    assert all(len(r["policies"]) == M and all(len(sp) == 5 for sp in r["policies"]) for r in records)
+    assert [r["epoch"] for r in run.after] == list(range(EPOCHS))
+    assert run.after[-1]["mean_loss"] == rec0["mean_loss"]
+    assert len({json.dumps(r["actions"]) for r in run.after}) == EPOCHS  # fresh policies every epoch
+    assert all(len(r["policies"]) == M and all(len(sp) == 5 for sp in r["policies"]) for r in run.after)
     # The controller stepped: it no longer equals its seeded initialisation.
     from hpcaug.config import load_config
     from hpcaug.search.advaa import build_controller
@@ -123,41 +154,27 @@ def test_two_rank_joint_run_agrees_across_ranks(tmp_path: Path, demo_data: Path)
     init = build_controller(load_config(REPO / "configs" / "demo_advaa.yaml")).state_dict()
     assert any(not torch.equal(init[k], r0["controller"][k]) for k in init)
     assert [h["train_loss"] for h in r0["history"]] == [h["train_loss"] for h in r1["history"]]
-    assert len(r0["history"]) == 2
-    assert (tmp_path / "run" / "advaa" / "last_policies.json").is_file()
+    assert (run.tmp / "run" / "advaa" / "last_policies.json").is_file()
 
 
-def test_resume_after_mid_epoch_kill_restores_controller(tmp_path: Path, demo_data: Path) -> None:
-    # Checkpoints every 2 steps: global step 4 = epoch 1 after its first step. Die at its 2nd step.
-    extra = ("train.checkpoint_every_steps=2",)
-    killed = _horovodrun(tmp_path, demo_data, epochs=3, kill_at="1:2", extra=extra)
-    assert killed.returncode != 0, _tail(killed)
-    assert not (tmp_path / "final_rank0.pt").exists(), "the first run should have been killed"
-    ckpt = torch.load(tmp_path / "run" / "advaa" / "checkpoint.pt", weights_only=True)
-    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 1), (ckpt["epoch"], ckpt["step_in_epoch"])
-    saved = ckpt["hooks"]
+def test_resume_after_mid_epoch_kill_restores_controller(killed_then_resumed: KilledThenResumed) -> None:
+    run = killed_then_resumed
+    saved = run.saved
+    assert run.ckpt_pos == (1, 1)
     assert saved["epoch"] == 1 and saved["actions"].shape == (M, 20)
     assert saved["count"].tolist() == [float(N)] * M  # rank 0's first step of epoch 1
-    before = read_epoch_records(tmp_path / "run")
-    assert [r["epoch"] for r in before] == [0]
-
-    resumed = _horovodrun(tmp_path, demo_data, epochs=3, extra=extra)
-    assert resumed.returncode == 0, _tail(resumed)
+    assert [r["epoch"] for r in run.before] == [0]
     for r in (0, 1):
-        loaded = torch.load(tmp_path / f"loaded_rank{r}.pt", weights_only=False)
+        loaded = torch.load(run.tmp / f"loaded_rank{r}.pt", weights_only=False)
         _assert_same_tensors(saved["controller"], loaded["controller"], f"rank {r} restored controller")
         _assert_same_optimizer(saved["optimizer"], loaded["optimizer"])
         assert loaded["epoch"] == 1 and torch.equal(loaded["actions"], saved["actions"])
-    r0, r1 = (torch.load(tmp_path / f"final_rank{r}.pt", weights_only=False) for r in (0, 1))
-    _assert_same_tensors(r0["controller"], r1["controller"], "controller after resume")
-    after = read_epoch_records(tmp_path / "run")
-    assert [r["epoch"] for r in after] == [0, 1, 2]
-    assert after[0] == before[0]
+    after = run.after
+    assert after[0] == run.before[0]
     # Epoch 1 kept its policies, and counted rank 0's pre-kill step once plus the 2 steps
     # both ranks ran after the resume (rank 1's pre-kill partial sums were not checkpointed).
     assert after[1]["actions"] == saved["actions"].tolist()
     assert after[1]["samples"] == [float(N * (1 + 2 * (STEPS - 1)))] * M
-    assert after[2]["samples"] == [float(N * STEPS * 2)] * M
     # Epoch 1's policies were sampled by the controller as saved: same log-probs.
     from hpcaug.config import load_config
     from hpcaug.search.advaa import build_controller
