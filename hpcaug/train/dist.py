@@ -8,8 +8,8 @@
   variables from SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID / SLURM_NODEID.
 - ``torch``: torch.distributed (nccl on CUDA, else gloo) from torchrun's or SLURM's env.
 - ``single``: one process, no communication.
-- ``auto`` (default): horovod when it is importable and more than one rank was launched,
-  torch when torchrun launched us and horovod is absent, else single.
+- ``auto`` (default): horovod under horovodrun / mpirun, torch under torchrun, horovod
+  under srun (torch when Horovod is not installed), else single.
 
 Every collective must be called by every rank in the same order (a mismatch hangs).
 """
@@ -421,6 +421,22 @@ def _launched_size() -> int:
     return info.size if info else 1
 
 
+def _auto_backend() -> str:
+    """horovodrun/mpirun -> horovod; torchrun -> torch; srun -> horovod (else torch); else single."""
+    if _launched_size() <= 1:
+        return "single"
+    if "HOROVOD_RANK" in os.environ or _mpi_launched():
+        if not _horovod_available():
+            raise RuntimeError("launched by horovodrun/mpirun but horovod.torch cannot be imported: "
+                               "install Horovod as docs/training.md says")
+        return "horovod"
+    if "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "MASTER_ADDR" in os.environ):
+        return "torch"  # torchrun
+    if slurm_launch_info() is not None:
+        return "horovod" if _horovod_available() else "torch"
+    return "single"
+
+
 def _horovod_available() -> bool:
     try:
         import horovod.torch  # noqa: F401
@@ -441,15 +457,7 @@ def init_dist(cfg: Optional[DistConfig] = None) -> Dist:
     cfg = cfg or DistConfig()
     backend = cfg.backend
     if backend == "auto":
-        if _launched_size() <= 1:
-            backend = "single"
-        elif _horovod_available():
-            backend = "horovod"
-        elif "MASTER_ADDR" in os.environ or slurm_launch_info() is not None:
-            backend = "torch"
-        else:
-            raise RuntimeError(f"{_launched_size()} ranks were launched but Horovod is not importable: "
-                               "pip install 'hpcaug[horovod]' (see docs/training.md) or set dist.backend=torch")
+        backend = _auto_backend()
     if backend == "single":
         return SingleDist(device=_pick_device(0))
     if backend == "horovod":
