@@ -1,0 +1,54 @@
+"""The CLI's stages in this process (executor inline): a tiny real search, then single stages
+rerun by hand (resubmit only the missing trajectory, idempotent update)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hpcaug.submit import main
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_inline_search_then_single_stages(demo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    run = tmp_path / "run"
+    base = ["--config", str(REPO / "configs" / "demo.yaml"), "--executor", "inline", "--set",
+            f"data.dir={demo_data}", f"run_dir={run}", "aws.rounds=2", "aws.trajectories_per_round=2",
+            "aws.quorum=1.0", "aws.shared_epochs=1", "aws.finetune_epochs=1", "aws.final_epochs=1",
+            "train.steps_per_epoch=1", "data.batch_size=8", "data.workers=1", "data.backend=torch"]
+    # round 0 only, through the single-stage commands
+    assert main(["--stage", "shared", *base]) == 0
+    assert main(["--stage", "finetune", "--round", "0", *base]) == 0
+    r0 = json.loads((run / "rounds/0/results/1.json").read_text())
+    assert r0["round"] == 0 and len(r0["choice_counts"]) == 1296 and sum(r0["choice_counts"]) == 8
+    assert not (run / "rounds/0/finetune/1/checkpoint.pt").exists()  # deleted once the result is written
+    (run / "rounds/0/results/1.json").unlink()  # a lost trajectory
+    with pytest.raises(RuntimeError, match="only 1 of 2"):
+        main(["--stage", "update", "--round", "0", *base])
+    capsys.readouterr()
+    kept = (run / "rounds/0/results/0.json").stat().st_mtime_ns
+    assert main(["--stage", "finetune", "--array", "0-1", *base]) == 0
+    out = capsys.readouterr().out
+    assert "- finetune round 0: trajectories 1\n" in out, out  # only the missing one
+    assert (run / "rounds/0/results/0.json").stat().st_mtime_ns == kept
+    assert main(["--stage", "update", *base]) == 0
+    theta1 = (run / "rounds/1/theta.pt").read_bytes()
+    assert main(["--stage", "update", "--round", "0", *base]) == 0  # idempotent
+    assert (run / "rounds/1/theta.pt").read_bytes() == theta1
+    # the search resumes from there: round 1 and the final training only
+    capsys.readouterr()
+    assert main(["--stage", "search", *base]) == 0
+    out = capsys.readouterr().out
+    assert "- shared" not in out and "finetune round 0" not in out and "- finetune round 1: trajectories 2-3" in out
+    assert "Searched policy after 2 round(s)" in out and "uniform = 0.00077" in out
+    tops = [line for line in out.splitlines() if line.startswith("  0.0")]
+    assert len(tops) == 10 and " + " in tops[0]
+    assert json.loads((run / "final/done.json").read_text())["history"]
+    assert main(["--stage", "search", *base]) == 0
+    assert "nothing to do" in capsys.readouterr().out
