@@ -19,7 +19,7 @@ from hpcaug.train import TrainHooks, build_model, evaluate, load_checkpoint, tra
 from hpcaug.train.dist import SingleDist
 
 REPO = Path(__file__).resolve().parents[1]
-BACKEND = "torch"  # the loaders' torchvision/torch-ops backend (the DALI one is tested in the data tests)
+BACKEND = "dali"  # the default loader backend; DALI runs its CPU operators here
 N, STEPS, EPOCHS, M = 32, 3, 2, 2
 
 

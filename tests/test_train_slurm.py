@@ -15,6 +15,8 @@ from hpcaug.train.stages import CheckpointableTraining, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 N, STEPS, EPOCHS = 16, 4, 2
+# the torch loader backend here (the Horovod tests use DALI): its forked DataLoader workers
+# receive SLURM's signals too, which is what CheckpointableTraining must cope with
 
 
 def _global_step(ckpt: Path) -> int:
