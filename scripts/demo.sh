@@ -3,7 +3,9 @@
 #   1. scripts/setup.sh (idempotent install into .venv/)
 #   2. prepares real Fashion-MNIST (Debian's dataset-fashion-mnist) in the ImageNet layout
 #      under data/fashion_mnist (kept when already there)
-#   3. runs a small real AWS search on it, in this process (no cluster needed)
+#   3. runs a small real AWS search on it, in this process (no cluster needed), in runs/demo;
+#      a re-run resumes or just reports that run (start over: rm -rf runs/demo, or
+#      ./scripts/demo.sh --set run_dir=runs/demo2)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
