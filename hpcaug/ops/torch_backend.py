@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ._formulas import GRAY, SHARPEN_KERNEL, affine_coeffs
+from ._formulas import GRAY, affine_coeffs
 from .table import FILL, GEOMETRIC_OPS, IDENTITY, OPS, PARAM_EPS, op_id
 
 _Impl = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -20,7 +20,7 @@ _Impl = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _to_u8(x: torch.Tensor) -> torch.Tensor:
     """float -> uint8: floor(x + 0.5) clamped to 0..255 (the DALI backend rounds the same way)."""
-    return x.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
+    return x.add_(0.5).clamp_(0, 255).to(torch.uint8)  # truncation of values >= 0 is floor
 
 
 def _col(v: torch.Tensor) -> torch.Tensor:
@@ -28,66 +28,103 @@ def _col(v: torch.Tensor) -> torch.Tensor:
     return v.to(torch.float32).view(-1, 1, 1, 1)
 
 
-def _gray(xf: torch.Tensor) -> torch.Tensor:
-    if xf.shape[1] == 1:
-        return xf
-    w = torch.tensor(GRAY, dtype=xf.dtype, device=xf.device).view(1, 3, 1, 1)
-    return (xf * w).sum(1, keepdim=True)
-
-
 def geometric(x: torch.Tensor, ops: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """ShearX/Y, TranslateX/Y, Rotate for a group: nearest-neighbour gather with per-sample maps.
 
-    Nearest neighbour is AutoAugment's (PIL) and torchvision's AutoAugment default; pixels mapped
-    from outside the image get FILL.
+    Nearest neighbour is AutoAugment's (PIL) and torchvision's AutoAugment default. The image is
+    padded by one FILL pixel on each side and source coordinates are clamped onto that frame, so
+    pixels mapped from outside the image get FILL without a mask.
     """
     m, c, h, w = x.shape
     dev = x.device
-    m00, m01, m02, m10, m11, m12 = (t.to(torch.float32).view(m, 1, 1) for t in affine_coeffs(
+    m00, m01, m02, m10, m11, m12 = (t.to(torch.float32).to(dev).view(m, 1, 1) for t in affine_coeffs(
         ops.to(torch.float64), v.to(torch.float64), float(h), float(w), torch.cos, torch.sin, torch.round))
     jx = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5).view(1, 1, w)
     iy = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5).view(1, h, 1)
-    col = (m00.to(dev) * jx + (m01.to(dev) * iy + m02.to(dev))).floor_()
-    row = (m10.to(dev) * jx + (m11.to(dev) * iy + m12.to(dev))).floor_()
-    valid = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-    idx = (row.clamp_(0, h - 1) * w + col.clamp_(0, w - 1)).to(torch.int64).view(m, 1, h * w)
-    out = x.reshape(m, c, h * w).gather(2, idx.expand(m, c, h * w)).view(m, c, h, w)
-    return out.masked_fill_(~valid.view(m, 1, h, w), FILL)
+    # +1: coordinates in the padded image
+    col = torch.addcmul(m01 * iy + (m02 + 1), m00, jx).floor_().clamp_(0, w + 1)
+    row = torch.addcmul(m11 * iy + (m12 + 1), m10, jx).floor_().clamp_(0, h + 1)
+    idx = torch.addcmul(col, row, torch.tensor(float(w + 2), device=dev)).to(torch.int64).view(m, 1, h * w)
+    padded = F.pad(x, (1, 1, 1, 1), value=FILL).reshape(m, c, (h + 2) * (w + 2))
+    return padded.gather(2, idx.expand(m, c, h * w)).view(m, c, h, w)
 
 
-def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """b + f * (a - b) (PIL ImageEnhance: f = 1 gives a, f = 0 gives the degenerate b)."""
-    return _to_u8(b + _col(f) * (a - b))
+def _gray(xf: torch.Tensor) -> torch.Tensor:
+    """[m, 3, H, W] float -> luma [m, 1, H, W] (one fused pass per channel)."""
+    if xf.shape[1] == 1:
+        return xf
+    g = xf[:, 0:1] * GRAY[0]
+    g.add_(xf[:, 1:2], alpha=GRAY[1]).add_(xf[:, 2:3], alpha=GRAY[2])
+    return g
+
+
+def _apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """Per-sample, per-channel lookup: x uint8 [m, c, H, W], lut uint8 [m, c or 1, 256]."""
+    m, c, h, w = x.shape
+    lut = lut.expand(m, c, 256).reshape(m * c * 256)
+    offs = torch.arange(0, m * c * 256, 256, device=x.device, dtype=torch.int32).view(m, c, 1, 1)
+    key = x.to(torch.int32).add_(offs)
+    return lut.index_select(0, key.view(-1)).view(m, c, h, w)
+
+
+def _levels(x: torch.Tensor) -> torch.Tensor:
+    return torch.arange(256, device=x.device, dtype=torch.float32).view(1, 1, 256)
+
+
+def _affine_lut(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """floor(a * x + b + 0.5) clamped, as a per-sample/channel LUT (a, b: [m, 1 or c, 1])."""
+    lut = torch.addcmul(b + 0.5, a, _levels(x)).clamp_(0, 255).to(torch.uint8)
+    return _apply_lut(x, lut)
+
+
+def _affine_u8(xf: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """uint8(floor(a * xf + b + 0.5)) clamped; a per sample [m,1,1,1], b broadcastable to xf."""
+    out = torch.addcmul(b + 0.5, xf, a)
+    return out.clamp_(0, 255).to(torch.uint8)
 
 
 def color(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """PIL Color: blend with the luma image, f * x + (1 - f) * gray."""
     if x.shape[1] == 1:
         return x.clone()
     xf = x.to(torch.float32)
-    return _blend(xf, _gray(xf), v)
+    f = _col(v)
+    return _affine_u8(xf, f, _gray(xf) * (1 - f))
 
 
 def contrast(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    xf = x.to(torch.float32)
-    mean = _gray(xf).mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(xf, mean, v)
+    """PIL Contrast: blend with the mean luma, f * x + (1 - f) * mean (a point op: one LUT per sample)."""
+    m, c, h, w = x.shape
+    means = x.sum(dim=(2, 3), dtype=torch.int64).to(torch.float32) / (h * w)  # [m, c]
+    mean = (means * torch.tensor(GRAY, device=x.device)).sum(1) if c == 3 else means[:, 0]
+    f = v.to(torch.float32).view(m, 1, 1)
+    return _affine_lut(x, f, mean.view(m, 1, 1) * (1 - f))
 
 
 def brightness(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    return _to_u8(x.to(torch.float32) * _col(v))
+    """PIL Brightness: blend with black, f * x (one LUT per sample)."""
+    f = v.to(torch.float32).view(-1, 1, 1)
+    return _affine_lut(x, f, torch.zeros_like(f))
 
 
 def sharpness(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """PIL: blend with the SMOOTH-filtered image (rounded to uint8); the 1-pixel border is kept."""
+    """PIL Sharpness: blend with the SMOOTH-filtered image (kernel [[1,1,1],[1,5,1],[1,1,1]] / 13,
+    rounded to uint8); the 1-pixel border keeps the input."""
     m, c, h, w = x.shape
     if h < 3 or w < 3:
         return x.clone()
     xf = x.to(torch.float32)
-    k = torch.tensor(SHARPEN_KERNEL, dtype=torch.float32, device=x.device) / 13.0
-    blur = F.conv2d(xf, k.expand(c, 1, 3, 3), groups=c).add_(0.5).floor_()
-    deg = xf.clone()
-    deg[:, :, 1:-1, 1:-1] = blur
-    return _blend(xf, deg, v)
+    rows = xf[:, :, :, :-2] + xf[:, :, :, 1:-1]
+    rows += xf[:, :, :, 2:]
+    box = rows[:, :, :-2] + rows[:, :, 1:-1]
+    box += rows[:, :, 2:]
+    centre = xf[:, :, 1:-1, 1:-1]
+    # deg = round(sum / 13) with sum = box + 4 * centre an integer: floor((sum + 6.5) / 13) never ties
+    deg = box.add_(centre, alpha=4.0).add_(6.5).mul_(1.0 / 13.0).floor_()
+    d = torch.zeros_like(xf)
+    d[:, :, 1:-1, 1:-1] = deg.sub_(centre)
+    # f * x + (1 - f) * deg = x + (1 - f) * (deg - x)
+    return _affine_u8(d, 1 - _col(v), xf)
 
 
 def posterize(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -97,17 +134,19 @@ def posterize(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor
 
 
 def solarize(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    t = _col(v.to(x.device))
-    return torch.where(x.to(torch.float32) >= t, 255 - x, x)
+    lv = _levels(x)
+    lut = torch.where(lv >= v.to(torch.float32).to(x.device).view(-1, 1, 1), 255 - lv, lv).to(torch.uint8)
+    return _apply_lut(x, lut)
 
 
 def autocontrast(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    lo = x.amin(dim=(2, 3), keepdim=True).to(torch.float32)
-    hi = x.amax(dim=(2, 3), keepdim=True).to(torch.float32)
+    """Per channel: stretch [min, max] to [0, 255] (channels with min == max stay as they are)."""
+    lo = x.amin(dim=(2, 3)).to(torch.float32).unsqueeze(-1)  # [m, c, 1]
+    hi = x.amax(dim=(2, 3)).to(torch.float32).unsqueeze(-1)
     ok = hi > lo
     scale = torch.where(ok, 255.0 / (hi - lo).clamp(min=1), 1.0)
     lo = torch.where(ok, lo, 0.0)
-    return _to_u8((x.to(torch.float32) - lo) * scale)
+    return _affine_lut(x, scale, -lo * scale)
 
 
 def equalize(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -159,8 +198,8 @@ def partner_index(u1: torch.Tensor, n: int) -> torch.Tensor:
 
 def sample_pairing(x: torch.Tensor, v: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
     """(1 - w) * x + w * partner, rounded."""
-    xf = x.to(torch.float32)
-    return _to_u8(xf.add_(_col(v) * (partner.to(torch.float32) - xf)))
+    w = _col(v)
+    return _affine_u8(x.to(torch.float32), 1 - w, partner.to(torch.float32) * w)
 
 
 IMPLS: dict[int, _Impl] = {

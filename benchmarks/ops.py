@@ -1,0 +1,106 @@
+"""Throughput of per-sample augmentation on 224x224 uint8 images (CPU).
+
+ours:   hpcaug's torch backend applying per-sample AWS operations sampled from the uniform AWS
+        policy (2 elements per image), one batched call per batch;
+theirs: torchvision.transforms.v2.AutoAugment (ImageNet policy) and RandAugment applied image
+        by image in a Python loop, the way a torchvision Dataset does it;
+also:   hpcaug's DALI backend on the CPU (standalone pipeline, uniform AWS programs).
+Same images (foolbox's real ImageNet photos resized to 224, tiled to the batch), same process,
+same torch thread count. Ends with one RESULT line.
+
+    python benchmarks/ops.py [--batch 128] [--seconds 4] [--threads 0]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from hpcaug.ops import UniformAWS, apply_program
+
+
+def load_images(n: int, size: int = 224) -> torch.Tensor:
+    """n real photos (foolbox's 20 ImageNet JPEGs, plus mirrors) as uint8 [n, 3, size, size]."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    from torchvision.transforms.v2 import functional as TF
+
+    spec = importlib.util.find_spec("foolbox")
+    files = sorted(Path(list(spec.submodule_search_locations)[0], "data").glob("imagenet_*.jpg")) if spec else []
+    if not files:
+        print("foolbox not installed: using random images")
+        return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    base = torch.stack([TF.resize(decode_jpeg(read_file(str(f)), mode=ImageReadMode.RGB), [size, size], antialias=True)
+                        for f in files])
+    base = torch.cat([base, base.flip(-1)])
+    return base.repeat((n + len(base) - 1) // len(base), 1, 1, 1)[:n].contiguous()
+
+
+def rate(step: Callable[[], int], seconds: float, warmup: int = 1) -> float:
+    """images/s of `step` (returns images done), run until `seconds` have passed (at least 2 calls)."""
+    for _ in range(warmup):
+        step()
+    done, calls, t0 = 0, 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - t0 < seconds:
+        done += step()
+        calls += 1
+    return done / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--seconds", type=float, default=4.0, help="time per measured method")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--no-dali", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from torchvision.transforms import v2
+
+    x = load_images(args.batch)
+    n = len(x)
+    gen = torch.Generator().manual_seed(0)
+    policy = UniformAWS()
+    print(f"batch {n} x {tuple(x.shape[1:])} uint8, torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+    def ours() -> int:
+        s = policy.sample(n, gen)
+        apply_program(x, s.op_ids, s.params)
+        return n
+
+    def loop(t: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], int]:
+        def step() -> int:
+            for i in range(n):
+                t(x[i])
+            return n
+        return step
+
+    torch.manual_seed(0)
+    results = {"ops_torch_cpu": rate(ours, args.seconds)}
+    results["torchvision_autoaugment_loop"] = rate(loop(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)), args.seconds)
+    results["torchvision_randaugment_loop"] = rate(loop(v2.RandAugment()), args.seconds)
+    if not args.no_dali and importlib.util.find_spec("nvidia.dali"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        from hpcaug.ops import dali_backend as db
+
+        def dali() -> int:
+            s = policy.sample(n, gen)
+            db.run_program(x, s.op_ids, s.params, device="cpu", num_threads=max(1, torch.get_num_threads()))
+            return n
+
+        results["ops_dali_cpu"] = rate(dali, args.seconds)
+    for k, v in results.items():
+        print(f"{k:32s} {v:9.1f} img/s")
+    ours_r, theirs = results["ops_torch_cpu"], results["torchvision_autoaugment_loop"]
+    print(f"ratio vs torchvision RandAugment loop: {ours_r / results['torchvision_randaugment_loop']:.2f}")
+    print(f"RESULT ops_torch_cpu {ours_r:.1f} img/s vs torchvision_autoaugment_loop {theirs:.1f} img/s "
+          f"ratio={ours_r / theirs:.2f}")
+
+
+if __name__ == "__main__":
+    main()
