@@ -152,3 +152,15 @@ def test_dali_backend_rejects_bad_input(photos: torch.Tensor) -> None:
         db.run_program(photos[:2].float(), ids, params * 0)
     with pytest.raises(ValueError, match="num_steps"):
         db.build_pipeline(2, 0, device="cpu")
+
+
+def test_dali_apply_program_needs_conditionals() -> None:
+    @pipeline_def
+    def plain():  # type: ignore[no-untyped-def]
+        imgs = fn.external_source(name="images", dtype=types.UINT8, layout="HWC")
+        ids = fn.external_source(name="op_ids", dtype=types.INT64)
+        prm = fn.external_source(name="params", dtype=types.FLOAT)
+        return db.apply_program(imgs, ids, prm)
+
+    with pytest.raises(RuntimeError, match="enable_conditionals=True"):
+        plain(batch_size=2, num_threads=1, device_id=None).build()

@@ -9,7 +9,6 @@ with a stable JSON form (`to_json` / `policy_from_json`, schema version SCHEMA_V
 from __future__ import annotations
 
 import json
-import math
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -472,8 +471,3 @@ def load_policy(spec: str, augment_cfg: Any = None) -> Policy:
         return policy_from_json(p.read_text())
     raise ValueError(f"unknown policy {spec!r}: use one of {POLICY_NAMES} or a path to a policy .json file")
 
-
-def entropy_bits(p: torch.Tensor) -> float:
-    """Entropy of a probability vector in bits (for logs)."""
-    p = p[p > 0]
-    return float(-(p * p.log()).sum() / math.log(2))
