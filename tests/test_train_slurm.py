@@ -6,6 +6,9 @@ job resumes from the last checkpoint and finishes with the steps of an uninterru
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,3 +70,30 @@ def test_two_node_horovod_job_requeued_and_resumed(tmp_path: Path, slurm_cluster
     sacct = slurm_cluster.run("sacct", "-n", "-X", "-P", "-D", "-o", "NodeList,State", "-j", job.job_id).stdout
     assert "REQUEUED" in sacct and "COMPLETED" in sacct, sacct
     assert any(line.split("|")[0] in ("n[1-2]", "n1,n2") for line in sacct.splitlines()), sacct
+
+
+RENDEZVOUS_WORKER = r"""
+import os, time
+if os.environ["SLURM_PROCID"] == "0":
+    time.sleep(4)  # rank 0 is slow to start: the other rank must wait for its rendezvous server
+import torch
+from hpcaug.train.dist import init_dist
+d = init_dist()
+assert init_dist() is d  # a second stage in the same process reuses the rendezvous
+print("RANK", d.rank, d.size, float(d.allreduce(torch.ones(1))[0]), flush=True)
+if d.rank == 1:
+    time.sleep(2)  # rank 1 finalizes last: rank 0 must keep serving until it has
+"""
+
+
+def test_srun_rendezvous_races(tmp_path: Path, slurm_cluster) -> None:
+    """Plain `srun` over 2 nodes: start-up and shutdown races of the rank-0 gloo rendezvous."""
+    script = tmp_path / "w.py"
+    script.write_text(RENDEZVOUS_WORKER)
+    env = {**slurm_cluster.env, "PYTHONPATH": str(REPO)}
+    p = subprocess.run(
+        ["timeout", "90", "srun", "-N2", "--ntasks-per-node=1", "-c1", "-t2", sys.executable, str(script)],
+        env=env, capture_output=True, text=True, timeout=120, cwd=os.fspath(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    assert sorted(line for line in p.stdout.splitlines() if line.startswith("RANK")) == \
+        ["RANK 0 2 2.0", "RANK 1 2 2.0"], p.stdout + p.stderr[-2000:]

@@ -15,6 +15,7 @@ Every collective must be called by every rank in the same order (a mismatch hang
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
@@ -22,6 +23,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -154,10 +156,13 @@ class HorovodDist(Dist):
         self._hvd.barrier()
 
     def shutdown(self) -> None:
+        global _HOROVOD
         if self._rendezvous is not None:
             self._hvd.shutdown()
             self._rendezvous.stop()
             self._rendezvous = None
+        if _HOROVOD is self:
+            _HOROVOD = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,8 +359,17 @@ class _Rendezvous:
         from horovod.runner.common.util.hosts import SlotInfo
         from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
 
+        class Handler(RendezvousHandler):  # counts the ranks' final DELETEs (see stop())
+            def do_DELETE(self) -> None:
+                super().do_DELETE()
+                with lock:
+                    deletes[0] += 1
+
+        lock, deletes = threading.Lock(), [0]
+        self._lock, self._deletes = lock, deletes
+        self._expected = 3 * info.size  # each rank finalizes its global, local and cross store
         try:
-            self._httpd = RendezvousHTTPServer(("", port), RendezvousHandler, 0)
+            self._httpd = RendezvousHTTPServer(("", port), Handler, 0)
         except OSError as e:
             raise RuntimeError(f"rank 0 cannot listen on rendezvous port {port} ({e}); "
                                "set HPCAUG_RENDEZVOUS_PORT to a free port") from e
@@ -371,9 +385,20 @@ class _Rendezvous:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 60.0) -> None:
+        """Stop serving once every rank has finalized (hvd.shutdown sends DELETEs), or after
+        `wait_s`: a rank still finalizing against a closed server aborts."""
+        if self._httpd is None:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._deletes[0] >= self._expected:
+                    break
+            time.sleep(0.05)
         self._httpd.shutdown()
         self._httpd.server_close()
+        self._httpd = None
 
 
 def _slot_host(node: int) -> str:
@@ -382,11 +407,34 @@ def _slot_host(node: int) -> str:
     return f"node{node}"
 
 
+def _wait_for_server(addr: str, port: int, timeout_s: float) -> None:
+    """Non-root ranks: wait until rank 0's rendezvous accepts connections (it may still be
+    importing torch); Horovod's own client gives up after a few quick retries."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((addr, port), timeout=2):
+                return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rank 0's Horovod rendezvous at {addr}:{port} did not answer within "
+                                   f"{timeout_s:.0f} s ({e}); check that rank 0 started, that the port is "
+                                   "reachable between nodes, or set HPCAUG_RENDEZVOUS_ADDR/PORT") from e
+            time.sleep(0.2)
+
+
 def _setup_horovod_from_slurm(info: SlurmLaunch) -> Optional[_Rendezvous]:
     """Export the HOROVOD_* variables horovodrun would set; rank 0 starts the rendezvous."""
     addr = os.environ.get("HPCAUG_RENDEZVOUS_ADDR") or _node_address(info.nodes[0])
     port = _rendezvous_port(info)
-    server = _Rendezvous(port, info) if info.rank == 0 else None
+    server = None
+    if info.rank == 0:
+        server = _Rendezvous(port, info)
+        # atexit runs last-in first-out: registered before hvd.init, this runs after Horovod's own
+        # atexit shutdown, so the server outlives every rank's finalize even without dist.shutdown()
+        atexit.register(server.stop)
+    else:
+        _wait_for_server(addr, port, float(os.environ.get("HOROVOD_GLOO_TIMEOUT_SECONDS") or 300))
     cr, cs = info.cross(info.local_rank)
     os.environ.update({
         "HOROVOD_GLOO_RENDEZVOUS_ADDR": addr,
@@ -473,6 +521,9 @@ def _init_horovod() -> HorovodDist:
                            "install it as docs/training.md says (HOROVOD_WITH_PYTORCH=1 pip install horovod)")
     import horovod.torch as hvd
 
+    global _HOROVOD
+    if _HOROVOD is not None and hvd.is_initialized():
+        return _HOROVOD  # init_dist is called by several stages in one process: one rendezvous, one init
     server = None
     info = slurm_launch_info()
     if "HOROVOD_RANK" not in os.environ and info is not None and info.size > 1 and not _mpi_launched():
@@ -484,7 +535,11 @@ def _init_horovod() -> HorovodDist:
     device = _pick_device(hvd.local_rank())
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, cpus // max(1, hvd.local_size())))
-    return HorovodDist(hvd, device, server)
+    _HOROVOD = HorovodDist(hvd, device, server)
+    return _HOROVOD
+
+
+_HOROVOD: Optional[HorovodDist] = None
 
 
 def _init_torch() -> TorchDist:
