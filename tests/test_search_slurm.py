@@ -1,7 +1,8 @@
 """The AWS search end to end on the real local SLURM cluster (tiny real trainings).
 
 shared -> 2 rounds x 4 finetunes -> update -> final, once through `sbatch slurm/aws_search.sh`
-(with one finetune task scancel'ed: the round completes on its quorum) and once through
+(shared and final as 2-node Horovod jobs; one finetune task scancel'ed: the round completes on
+its quorum) and once through
 `python -m hpcaug.submit --stage search` (driver killed, part of the chain cancelled, resumed,
 driver killed again and re-attached).
 """
@@ -94,7 +95,7 @@ def test_sbatch_search_with_a_cancelled_finetune(slurm_cluster: Any, data: Path,
     env = {**slurm_cluster.env, "PYTHON": sys.executable}
     out = tmp_path / "driver.out"
     driver = subprocess.run(["sbatch", "--parsable", f"--output={out}", str(REPO / "slurm" / "aws_search.sh"),
-                             CONFIG, "--set", *tiny_sets(data, run)], env=env, cwd=REPO, capture_output=True,
+                             CONFIG, "--set", *tiny_sets(data, run), "cluster.nodes=2"], env=env, cwd=REPO, capture_output=True,
                             text=True, timeout=60, check=True).stdout.strip()
     # round 0's array is submitted up front and waits for the shared stage: cancel one task
     arr = wait_for(lambda: recorded(run, "finetune-0"), 120, "the finetune-0 array to be submitted")
@@ -109,6 +110,11 @@ def test_sbatch_search_with_a_cancelled_finetune(slurm_cluster: Any, data: Path,
     # every dependent job was submitted with --kill-on-invalid-dep
     sub = (run / "logs" / recorded(run, "update-0") / f"{recorded(run, 'update-0')}_submission.sh").read_text()  # type: ignore[operator]
     assert "--kill-on-invalid-dep=yes" in sub and f"--dependency=afterany:{arr}" in sub
+    # shared and final ran as 2-node Horovod jobs (one rank per node), fine-tunes on one node
+    for key in ("shared", "final"):
+        jid = recorded(run, key)
+        assert "#SBATCH --nodes=2" in (run / "logs" / jid / f"{jid}_submission.sh").read_text()  # type: ignore[operator]
+        assert (run / "logs" / jid / f"{jid}_1_log.out").exists()  # type: ignore[operator]
 
 
 def _driver(sets: list[str], log: Path) -> subprocess.Popen[bytes]:
