@@ -153,6 +153,20 @@ def test_enlarged_batch_rows_are_aligned(imagenet_data: Path, backend: str) -> N
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_copy_m_uses_policy_m(imagenet_data: Path, backend: str) -> None:
+    """AdvAA: copy m is made by policies[m] (here copy 0 by no policy, copy 1 by AWS)."""
+    aws = _aws_policies(backend, 1)[0]
+    cfg = _cfg(imagenet_data, backend, batch_size=8, color_jitter=0.0, flip=False, crop_scale=(1.0, 1.0))
+    cfg = cfg.replace(**{"train.steps_per_epoch": 1})
+    (b,) = _epoch(build_train_loader(cfg, [NoPolicy(), aws], 0, 1, "cpu"))
+    ch = b.choices.view(8, 2)
+    assert (ch[:, 0] == 0).all() and len(set(ch[:, 1].tolist())) > 1
+    img = b.images.view(8, 2, 3, 32, 32)  # full-image crops, no flip/jitter: only the program differs
+    changed = (img[:, 0] - img[:, 1]).abs().amax(dim=(1, 2, 3)) > 0.5
+    assert changed.sum() >= 4, "the AWS copy should differ from the plain copy for most images"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_resume_mid_epoch_equals_the_uninterrupted_epoch(imagenet_data: Path, backend: str) -> None:
     policies = _aws_policies(backend, 2)
     cfg = _cfg(imagenet_data, backend, seed=5)
@@ -194,6 +208,19 @@ def test_dali_and_torch_loaders_read_the_same_order(imagenet_data: Path) -> None
 
 
 # ------------------------------------------------------------------------------ bad input
+def test_check_encoded_on_real_bytes(foolbox_images: list[Path]) -> None:
+    from hpcaug.data._common import check_encoded
+
+    jpg = np.fromfile(foolbox_images[0], np.uint8)
+    assert check_encoded(jpg) is None
+    assert check_encoded(np.concatenate([jpg, np.zeros(100, np.uint8)])) is None  # padding after EOI is fine
+    assert "truncated" in check_encoded(jpg[: len(jpg) // 2])
+    assert check_encoded(np.zeros(0, np.uint8)) == "empty file"
+    assert "not an image" in check_encoded(np.frombuffer(b"<html>oops</html>", np.uint8))
+    png = np.fromfile(sorted(foolbox_images[0].parent.glob("*.png"))[0], np.uint8)
+    assert check_encoded(png) is None
+
+
 def _prepared_with_bad(tmp: Path, tree: Path) -> tuple[Path, dict[str, str]]:
     """A prepared dir over `imagenet_tree_with_bad` whose train list also names the bad files
     (data_prep would have dropped them): truncated JPEG, broken Huffman table, missing file."""

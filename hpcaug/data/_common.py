@@ -59,7 +59,9 @@ def check_encoded(buf: np.ndarray) -> str | None:
         return "empty file"
     head = buf[:12].tobytes()
     if head.startswith(b"\xff\xd8\xff"):
-        if buf[-65536:].tobytes().rfind(b"\xff\xd9") < 0:
+        if buf.size >= 4 and buf[-2] == 0xFF and buf[-1] == 0xD9:  # the usual case: EOI is last
+            return None
+        if buf[-65536:].tobytes().rfind(b"\xff\xd9") < 0:  # allow trailing bytes after EOI
             return "truncated JPEG (no end-of-image marker)"
         return None
     if head.startswith(_MAGIC):

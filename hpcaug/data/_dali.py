@@ -48,11 +48,13 @@ def _to_torch(tl: Any, device: torch.device) -> torch.Tensor:
     """A dense DALI TensorList -> a torch tensor of its own (copied) on `device`."""
     from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
+    from nvidia.dali.backend import TensorListGPU
+
     t = tl.as_tensor()
-    out = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=device if device.type == "cuda" else "cpu")
-    stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
-    feed_ndarray(t, out, cuda_stream=stream)
-    return out
+    on_gpu = isinstance(tl, TensorListGPU)  # images with `mixed` decode; labels etc. stay on the CPU
+    out = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=device if on_gpu else "cpu")
+    feed_ndarray(t, out, cuda_stream=torch.cuda.current_stream(device) if on_gpu else None)
+    return out if on_gpu else out.to(device, non_blocking=True)
 
 
 def _dali_seed(*parts: int) -> int:
