@@ -6,9 +6,10 @@ theirs: torchvision.transforms.v2.AutoAugment (ImageNet policy) and RandAugment 
         by image in a Python loop, the way a torchvision Dataset does it;
 also:   hpcaug's DALI backend on the CPU (standalone pipeline, uniform AWS programs).
 Same images (foolbox's real ImageNet photos resized to 224, tiled to the batch), same process,
-same torch thread count. Ends with one RESULT line.
+same torch thread count (1 by default: DataLoader workers run with one thread, and on a
+busy 2-core machine torch's intra-op threads stall). Ends with one RESULT line.
 
-    python benchmarks/ops.py [--batch 128] [--seconds 4] [--threads 0]
+    python benchmarks/ops.py [--batch 128] [--seconds 4] [--threads 1]
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=4.0, help="time per measured method")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for both sides (default 1, as in a DataLoader worker; 0 = torch's default)")
     ap.add_argument("--no-dali", action="store_true")
     args = ap.parse_args()
     if args.threads:
