@@ -277,3 +277,15 @@ def test_identity_program_and_grayscale_images() -> None:
     s = UniformAWS().sample(3, torch.Generator().manual_seed(0))
     y = apply_program(x, s.op_ids, s.params)  # 1-channel images run every op
     assert y.shape == x.shape and y.dtype == torch.uint8
+
+
+def test_augment_samples_and_applies() -> None:
+    from hpcaug.ops import augment
+
+    x = torch.randint(0, 256, (6, 3, 20, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    y, choice = augment(x, UniformAWS(), torch.Generator().manual_seed(4))
+    s = UniformAWS().sample(6, torch.Generator().manual_seed(4))
+    assert torch.equal(choice, s.choice) and torch.equal(y, apply_program(x, s.op_ids, s.params))
+    for pol in (UniformAWS(), SubPolicyPolicy.autoaugment_imagenet(), RandAugment(), TrivialAugment(), NoPolicy()):
+        z = pol.sample(0, torch.Generator().manual_seed(0))
+        assert z.op_ids.shape[0] == 0 and z.params.shape[0] == 0 and z.choice.shape == (0,)
