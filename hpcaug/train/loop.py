@@ -356,9 +356,8 @@ def train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policies: Sequen
         rngs = dist.allgather_object(rng_state(), name=f"hpcaug.ckpt.rng.{epoch}.{step_in_epoch}")
         if not dist.is_root:
             return
-        inner = getattr(optimizer, "_hpcaug_inner", optimizer)
         save_checkpoint(ckpt, {
-            "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": inner.state_dict(),
+            "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(), "schedule": sched.state_dict(), "epoch": epoch,
             "step_in_epoch": step_in_epoch, "global_step": global_step, "history": history,
             "choice_counts": choice_counts, "partial": partial,
