@@ -135,9 +135,11 @@ def test_run_dir_refuses_a_different_config(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     aws.open_run(cfg)
     aws.open_run(cfg.replace(**{"cluster.executor": "inline", "aws.rounds": 7}))  # resumable keys
-    with pytest.raises(ValueError, match=r"different config:\n  aws.finetune_lr: run has 0.01, config has 0.5"):
+    lr = cfg.aws.finetune_lr
+    with pytest.raises(ValueError, match=rf"different config:\n  aws.finetune_lr: run has {lr}, config has 0.5\n"
+                                         r".*--set run_dir=<new dir>"):
         aws.open_run(cfg.replace(**{"aws.finetune_lr": 0.5}))
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["aws"]["finetune_lr"] == 0.01
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["aws"]["finetune_lr"] == lr
 
 
 def test_atomic_writes_leave_no_partial_file(tmp_path: Path) -> None:
