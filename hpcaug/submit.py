@@ -182,7 +182,12 @@ def _main(args: argparse.Namespace) -> int:
     if args.stage == "status":
         rd = jobs.RunDir(cfg.run_path)
         rd.check_exists()
-        print("\n".join(aws.status_lines(cfg, rd)))
+        try:  # the status module's view (tasks failed / running from sacct, ETA) when it is there
+            from hpcaug.status import run_status
+
+            print(run_status(rd.root))
+        except ImportError:
+            print("\n".join(aws.status_lines(cfg, rd)))
         print_summary(cfg, rd)
         return 0
 

@@ -52,3 +52,6 @@ def test_inline_search_then_single_stages(demo_data: Path, tmp_path: Path, capsy
     assert json.loads((run / "final/done.json").read_text())["history"]
     assert main(["--stage", "search", *base]) == 0
     assert "nothing to do" in capsys.readouterr().out
+    assert main(["--stage", "status", *base]) == 0
+    out = capsys.readouterr().out
+    assert "rounds: 2 of 2 updated" in out and "Searched policy after 2 round(s)" in out, out
