@@ -8,7 +8,8 @@ Executors:
           or cancelled task cannot stall the round; final: afterok on the last update), all with
           --kill-on-invalid-dep=yes so nothing pends forever behind a failed job. A job still in
           the queue from an earlier submission (recorded in R/jobs/) is reused, not duplicated.
-- local:  submitit's LocalExecutor, one step after the other (it has no dependencies).
+- local:  submitit's LocalExecutor, one step after the other (it has no dependencies), one task
+          per job: its tasks would not form a Horovod group.
 - inline: the same functions in this process, one after the other (demo, debugging).
 """
 from __future__ import annotations
@@ -236,16 +237,26 @@ def make_executor(cfg: Config, rd: RunDir, kind: str, step: Step, cluster: str) 
     nodes = c.nodes if multi else 1
     timeout = {"shared": c.time_shared, "finetune": c.time_finetune, "update": c.time_update,
                "final": c.time_final, "advaa": c.time_final}[step.kind]
+    ntasks = max(1, gpus)
+    if cluster == "local":
+        # submitit's LocalExecutor starts its tasks without srun: they would not form a Horovod
+        # group but run the stage N times into one directory. One task (one GPU at most) instead.
+        nodes, ntasks, gpus = 1, 1, min(gpus, 1)
     params: dict[str, Any] = {"timeout_min": timeout, "name": job_name(cfg, step)}
     if step.kind == "update":
         params.update(nodes=1, tasks_per_node=1, cpus_per_task=1)
     else:
-        params.update(nodes=nodes, tasks_per_node=max(1, gpus), cpus_per_task=c.cpus_per_task)
+        params.update(nodes=nodes, tasks_per_node=ntasks, cpus_per_task=c.cpus_per_task)
         if gpus > 0:
             params["gpus_per_node"] = gpus
     if c.mem_gb > 0:
         params["mem_gb"] = c.mem_gb
     if cluster == "slurm":
+        # the requeue signal (--signal=USR2@lead) comes at most a tenth of the time limit before the
+        # end: submitit's fixed 90 s would fire at once in a short job and requeue it forever
+        from hpcaug.train.stages import requeue_signal_lead_s
+
+        params["slurm_signal_delay_s"] = requeue_signal_lead_s(timeout)
         for key, val in (("slurm_partition", c.partition), ("slurm_account", c.account),
                          ("slurm_qos", c.qos), ("slurm_constraint", c.constraint)):
             if val:
