@@ -15,6 +15,7 @@
 #   RUN_DIR       run directory (default: the config's run_dir, else runs/<name>).
 #   HPCAUG_SETUP  a shell file sourced first (module load ..., source .venv/bin/activate).
 #   PYTHON        the interpreter (default: python).
+#   REQUEUE_LEAD_S  requeue this many seconds before the time limit (default 600, at most a tenth of it).
 #   SRUN_MPI      pmix / pmi2 for an MPI build of Horovod (default: gloo, rendezvous on rank 0).
 #   Horovod / NCCL variables pass through: HOROVOD_GLOO_IFACE (the network interface between
 #   nodes, detected if unset), NCCL_SOCKET_IFNAME, HPCAUG_RENDEZVOUS_PORT (default derived
@@ -23,11 +24,12 @@
 # command-line sbatch flags override them. The global batch is nodes x ntasks-per-node x
 # data.batch_size images (x M augmented copies); the lr scales with it (train.lr_ref_batch).
 #
-# Preemption / time limit: SLURM sends USR1 10 minutes before the end; the script requeues
-# the job, which resumes from RUN_DIR/advaa/checkpoint.pt (target network, optimiser, loader
-# position, controller and its Adam state). Set train.checkpoint_every_steps on preemptible
-# queues so a kill loses at most that many steps. A job shorter than 10 minutes would get the
-# signal at once and requeue forever: give it --signal=B:USR1@<seconds> (e.g. @30) as well.
+# Time limit: REQUEUE_LEAD_S seconds (default 600) before the end, capped at a tenth of the
+# --time limit (so a 5-minute job is signalled 30 s before its end, never at once), a timer
+# (slurm/_requeue.sh) sends this script USR1; it requeues the job, which resumes from
+# RUN_DIR/advaa/checkpoint.pt (target network, optimiser, loader position, controller and its
+# Adam state). `scancel --batch --signal=USR1 JOBID` requeues it now. Set
+# train.checkpoint_every_steps on preemptible queues so a kill loses at most that many steps.
 #SBATCH --job-name=hpcaug-advaa
 #SBATCH --nodes=8
 #SBATCH --ntasks-per-node=8
@@ -35,7 +37,6 @@
 #SBATCH --cpus-per-task=10
 #SBATCH --time=48:00:00
 #SBATCH --requeue
-#SBATCH --signal=B:USR1@600
 #SBATCH --open-mode=append
 #SBATCH --output=slurm-advaa-%j.out
 set -euo pipefail
@@ -55,6 +56,9 @@ requeue() {
   scontrol requeue "${SLURM_JOB_ID}"
 }
 trap requeue USR1
+# USR1 REQUEUE_LEAD_S (600) s before the time limit, at most a tenth of it (slurm/_requeue.sh)
+source slurm/_requeue.sh || { echo "advaa_train.sh: slurm/_requeue.sh not found in $(pwd); submit from the repository root" >&2; exit 2; }
+requeue_timer advaa_train.sh
 
 mpi=()
 [ -n "${SRUN_MPI:-}" ] && mpi=(--mpi="$SRUN_MPI")

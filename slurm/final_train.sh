@@ -11,15 +11,17 @@
 #
 # Knobs:
 #   CONFIG (1st argument)  YAML config. data.batch_size = N images per GPU; augment.copies = M
-#                (the N x M enlarged batch: 4 = AWS's EB for ResNet-50); train.epochs,
-#                train.lr (per train.lr_ref_batch images, scaled linearly with the global batch
+#                (the N x M enlarged batch: 4 = AWS's EB for ResNet-50); aws.final_epochs
+#                (the final stage's length; train.epochs is not used here), train.lr
+#                (per train.lr_ref_batch images, scaled linearly with the global batch
 #                nodes x ntasks-per-node x N), train.warmup_epochs, train.label_smoothing.
 #   POLICY (2nd argument)  a policy .json file or a name: none, uniform, autoaugment_imagenet,
 #                randaugment, trivialaugment.
-#   further arguments      config overrides (section.key=value), e.g. train.epochs=90.
+#   further arguments      config overrides (section.key=value), e.g. aws.final_epochs=90.
 #   RUN_DIR      run directory (default: the config's run_dir, else runs/<name>).
 #   HPCAUG_SETUP a shell file sourced first (module load ..., source .venv/bin/activate).
 #   PYTHON       the interpreter (default: python).
+#   REQUEUE_LEAD_S  requeue this many seconds before the time limit (default 600, at most a tenth of it).
 #   Horovod / NCCL variables pass through: HOROVOD_GLOO_IFACE (gloo-only builds: the network
 #   interface between nodes, detected if unset), NCCL_SOCKET_IFNAME, HPCAUG_RENDEZVOUS_PORT
 #   (port of the gloo rendezvous rank 0 hosts; default derived from the job id).
@@ -27,10 +29,12 @@
 # The #SBATCH lines below match configs/imagenet_resnet50_final.yaml (8 nodes x 8 GPUs x 128
 # images = 8192 per step); command-line sbatch flags override them.
 #
-# Time limit / preemption: SLURM sends USR1 10 minutes before the end; the trap requeues the
-# job (--requeue), which resumes from RUN_DIR/final/checkpoint.pt: weights, optimizer, AMP
-# scaler, epoch and step, RNG states and the loader position. Set
-# train.checkpoint_every_steps on preemptible queues so a kill loses at most that many steps.
+# Time limit: REQUEUE_LEAD_S seconds (default 600) before the end, capped at a tenth of the
+# --time limit (so a 5-minute job is signalled 30 s before its end, never at once), a timer
+# (slurm/_requeue.sh) sends this script USR1; the trap requeues the job (--requeue), which
+# resumes from RUN_DIR/final/checkpoint.pt: weights, optimizer, AMP scaler, epoch and step,
+# RNG states and the loader position. `scancel --batch --signal=USR1 JOBID` requeues it now.
+# Set train.checkpoint_every_steps on preemptible queues so a kill loses at most that many steps.
 #SBATCH --job-name=hpcaug-final
 #SBATCH --nodes=8
 #SBATCH --ntasks-per-node=8
@@ -38,7 +42,6 @@
 #SBATCH --cpus-per-task=10
 #SBATCH --time=48:00:00
 #SBATCH --requeue
-#SBATCH --signal=B:USR1@600
 #SBATCH --open-mode=append
 #SBATCH --output=slurm-final-%j.out
 set -euo pipefail
@@ -66,6 +69,9 @@ requeue() {
   scontrol requeue "${SLURM_JOB_ID}"
 }
 trap requeue USR1
+# USR1 REQUEUE_LEAD_S (600) s before the time limit, at most a tenth of it (slurm/_requeue.sh)
+source slurm/_requeue.sh || { echo "final_train.sh: slurm/_requeue.sh not found in $(pwd); submit from the repository root" >&2; exit 2; }
+requeue_timer final_train.sh
 
 mpi=()
 [ -n "${SRUN_MPI:-}" ] && mpi=(--mpi="$SRUN_MPI")

@@ -16,6 +16,7 @@ Every collective must be called by every rank in the same order (a mismatch hang
 from __future__ import annotations
 
 import atexit
+import http.client
 import logging
 import os
 import random
@@ -344,22 +345,53 @@ def _iface_for(addr: str) -> str:
     raise RuntimeError(f"no interface holds {local_ip}; set HOROVOD_GLOO_IFACE (e.g. ib0, eth0)")
 
 
-def _rendezvous_port(info: SlurmLaunch) -> int:
-    """Same port on every rank without talking: MASTER_PORT/HPCAUG_RENDEZVOUS_PORT or f(job, step)."""
+# Candidate ports of the rank-0 rendezvous lie below Linux's default ephemeral range
+# (ip_local_port_range 32768-60999), where the kernel puts the outgoing sockets of gloo and
+# every other client on the node; a port still taken (another job's server, a socket of this
+# job's previous incarnation) makes rank 0 try the next candidate.
+_PORT_RANGE = (20000, 32000)
+_PORT_TRIES = 16
+_ID_PATH = "/hpcaug/rendezvous-id"
+
+
+def _rendezvous_id(info: SlurmLaunch) -> str:
+    """Names this launch: job, step and requeue count (a requeued job gets fresh ports)."""
+    return f"{info.job_id}.{info.step_id}.{os.environ.get('SLURM_RESTART_COUNT') or 0}"
+
+
+def _rendezvous_ports(info: SlurmLaunch) -> list[int]:
+    """The ports rank 0 tries, in order; every rank computes the same list without talking.
+    HPCAUG_RENDEZVOUS_PORT (or MASTER_PORT) pins a single port."""
     fixed = os.environ.get("HPCAUG_RENDEZVOUS_PORT") or os.environ.get("MASTER_PORT")
     if fixed:
-        return int(fixed)
-    return random.Random(f"{info.job_id}.{info.step_id}").randint(20000, 60000)
+        return [int(fixed)]
+    return random.Random(_rendezvous_id(info)).sample(range(*_PORT_RANGE), _PORT_TRIES)
+
+
+def _rendezvous_port(info: SlurmLaunch) -> int:
+    """One port derived from the job (torch.distributed's MASTER_PORT under srun)."""
+    return _rendezvous_ports(info)[0]
 
 
 class _Rendezvous:
     """Horovod's gloo rendezvous HTTP server (as horovodrun starts it), hosted by rank 0."""
 
-    def __init__(self, port: int, info: SlurmLaunch) -> None:
+    def __init__(self, ports: list[int], info: SlurmLaunch) -> None:
         from horovod.runner.common.util.hosts import SlotInfo
         from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
 
+        ident = _rendezvous_id(info).encode()
+
         class Handler(RendezvousHandler):  # counts the ranks' final DELETEs (see stop())
+            def do_GET(self) -> None:
+                if self.path != _ID_PATH:
+                    return super().do_GET()
+                # the other ranks probe the candidate ports for this answer (_find_server)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(ident)))
+                self.end_headers()
+                self.wfile.write(ident)
+
             def do_DELETE(self) -> None:
                 super().do_DELETE()
                 with lock:
@@ -368,11 +400,18 @@ class _Rendezvous:
         lock, deletes = threading.Lock(), [0]
         self._lock, self._deletes = lock, deletes
         self._expected = 3 * info.size  # each rank finalizes its global, local and cross store
-        try:
-            self._httpd = RendezvousHTTPServer(("", port), Handler, 0)
-        except OSError as e:
-            raise RuntimeError(f"rank 0 cannot listen on rendezvous port {port} ({e}); "
-                               "set HPCAUG_RENDEZVOUS_PORT to a free port") from e
+        self._httpd = None
+        errors = []
+        for port in ports:  # HTTPServer binds with SO_REUSEADDR: a closed socket in TIME_WAIT does not block it
+            try:
+                self._httpd = RendezvousHTTPServer(("", port), Handler, 0)
+                break
+            except OSError as e:
+                errors.append(f"{port}: {e.strerror or e}")
+        if self._httpd is None:
+            raise RuntimeError(f"rank 0 cannot listen on any rendezvous port ({'; '.join(errors)}); "
+                               "set HPCAUG_RENDEZVOUS_PORT to a free port")
+        self.port = self._httpd.server_address[1]
         plan = []
         rank = 0
         for node, k in enumerate(info.tasks_per_node):
@@ -407,34 +446,48 @@ def _slot_host(node: int) -> str:
     return f"node{node}"
 
 
-def _wait_for_server(addr: str, port: int, timeout_s: float) -> None:
-    """Non-root ranks: wait until rank 0's rendezvous accepts connections (it may still be
-    importing torch); Horovod's own client gives up after a few quick retries."""
+def _answers(addr: str, port: int, ident: str) -> bool:
+    """Is this launch's rendezvous (rank 0's server, not another job's) listening at addr:port?"""
+    conn = http.client.HTTPConnection(addr, port, timeout=2)
+    try:
+        conn.request("GET", _ID_PATH)
+        resp = conn.getresponse()
+        return resp.status == 200 and resp.read().decode(errors="replace") == ident
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def _find_server(addr: str, ports: list[int], ident: str, timeout_s: float) -> int:
+    """Non-root ranks: the candidate port on which rank 0's rendezvous answers with this launch's
+    id; waits while rank 0 is still starting (importing torch). Horovod's own client gives up
+    after a few quick retries, so this runs before hvd.init."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            with socket.create_connection((addr, port), timeout=2):
-                return
-        except OSError as e:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"rank 0's Horovod rendezvous at {addr}:{port} did not answer within "
-                                   f"{timeout_s:.0f} s ({e}); check that rank 0 started, that the port is "
-                                   "reachable between nodes, or set HPCAUG_RENDEZVOUS_ADDR/PORT") from e
-            time.sleep(0.2)
+        for port in ports:
+            if _answers(addr, port, ident):
+                return port
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"rank 0's Horovod rendezvous (launch {ident}) did not answer at {addr} on any of "
+                               f"the ports {ports} within {timeout_s:.0f} s; check that rank 0 started, that "
+                               "the ports are reachable between nodes, or set HPCAUG_RENDEZVOUS_ADDR/PORT")
+        time.sleep(0.2)
 
 
 def _setup_horovod_from_slurm(info: SlurmLaunch) -> Optional[_Rendezvous]:
     """Export the HOROVOD_* variables horovodrun would set; rank 0 starts the rendezvous."""
     addr = os.environ.get("HPCAUG_RENDEZVOUS_ADDR") or _node_address(info.nodes[0])
-    port = _rendezvous_port(info)
+    ports = _rendezvous_ports(info)
     server = None
     if info.rank == 0:
-        server = _Rendezvous(port, info)
+        server = _Rendezvous(ports, info)
+        port = server.port
         # atexit runs last-in first-out: registered before hvd.init, this runs after Horovod's own
         # atexit shutdown, so the server outlives every rank's finalize even without dist.shutdown()
         atexit.register(server.stop)
     else:
-        _wait_for_server(addr, port, float(os.environ.get("HOROVOD_GLOO_TIMEOUT_SECONDS") or 300))
+        port = _find_server(addr, ports, _rendezvous_id(info), float(os.environ.get("HOROVOD_GLOO_TIMEOUT_SECONDS") or 300))
     cr, cs = info.cross(info.local_rank)
     os.environ.update({
         "HOROVOD_GLOO_RENDEZVOUS_ADDR": addr,
@@ -503,6 +556,7 @@ def _pick_device(local_rank: int) -> torch.device:
 def init_dist(cfg: Optional[DistConfig] = None) -> Dist:
     """Initialise the configured backend (see the module docstring) and return its `Dist`."""
     cfg = cfg or DistConfig()
+    _check_not_split_local_job()
     backend = cfg.backend
     if backend == "auto":
         backend = _auto_backend()
@@ -513,6 +567,16 @@ def init_dist(cfg: Optional[DistConfig] = None) -> Dist:
     if backend == "torch":
         return _init_torch()
     raise ValueError(f"unknown dist.backend {backend!r}")
+
+
+def _check_not_split_local_job() -> None:
+    """submitit's LocalExecutor starts its tasks without any launcher: N tasks would be N
+    separate single-process runs writing into the same directory, not one group of N ranks."""
+    n = int(os.environ.get("SUBMITIT_LOCAL_NTASKS") or 1)
+    if n > 1 and _launched_size() <= 1 and not _mpi_launched():
+        raise RuntimeError(f"submitit's local executor started {n} tasks of this job; they do not form a "
+                           "Horovod or torch.distributed group. Submit local jobs with tasks_per_node=1 "
+                           "(hpcaug.search.jobs.make_executor does), or launch the ranks with horovodrun/torchrun")
 
 
 def _init_horovod() -> HorovodDist:

@@ -1,7 +1,8 @@
 """Training stages as plain functions, and the submitit job wrapper that requeues them.
 
 `run_final(cfg, run_dir, policy_spec)` is the `final` stage: train from scratch with a
-searched or baseline policy on the N x M enlarged batch (M = augment.copies). The CLI
+searched or baseline policy on the N x M enlarged batch (M = augment.copies) for
+`aws.final_epochs` epochs. The CLI
 (`python -m hpcaug.submit --stage final`), `slurm/final_train.sh` and the tests call it.
 `CheckpointableTraining(run_final)` is the submitit job that requeues itself on timeout.
 """
@@ -20,7 +21,8 @@ from hpcaug.config import Config
 from hpcaug.train.dist import Dist, init_dist
 from hpcaug.train.loop import TrainResult, train
 
-__all__ = ["run_train", "run_final", "final_dir", "CheckpointableTraining", "shield_forked_children"]
+__all__ = ["run_train", "run_final", "final_dir", "requeue_signal_lead_s", "CheckpointableTraining",
+           "shield_forked_children"]
 
 
 def final_dir(run_dir: Union[str, "os.PathLike[str]"]) -> Path:
@@ -61,9 +63,23 @@ def run_final(cfg: Config, run_dir: Union[str, "os.PathLike[str]"], policy_spec:
     """The `final` stage: `run_train` into R/final (checkpoint.pt, metrics.jsonl, tb/, train.json).
 
     policy_spec: the searched R/policy.json, a baseline name, or None for augment.policy.
-    epochs: default train.epochs (an AWS search's callers pass aws.final_epochs).
+    epochs: default `aws.final_epochs`, the one setting of the final stage's length (the CLI's
+    `--stage final`, slurm/final_train.sh and a search's last step all train that many);
+    `train.epochs` is the length of `python -m hpcaug.train` / `run_train` runs and of AdvAA.
     """
-    return run_train(cfg, final_dir(run_dir), policy_spec, epochs=epochs, dist=dist)
+    return run_train(cfg, final_dir(run_dir), policy_spec, epochs=cfg.aws.final_epochs if epochs is None else epochs,
+                     dist=dist)
+
+
+def requeue_signal_lead_s(time_limit_min: float, wanted_s: int = 90, max_fraction: float = 0.1) -> int:
+    """Seconds before a job's time limit at which SLURM should send it the requeue signal:
+    `wanted_s`, capped at `max_fraction` of the time limit (at least 1 s). A fixed lead (e.g.
+    `--signal=USR2@600`) longer than the job itself fires at once, and the requeued job gets
+    the signal at once again: it requeues forever. slurm/_requeue.sh applies the same rule to
+    the sbatch scripts (600 s wanted there)."""
+    if time_limit_min <= 0:
+        raise ValueError(f"a job's time limit must be > 0 minutes, got {time_limit_min}")
+    return max(1, min(int(wanted_s), int(time_limit_min * 60 * max_fraction)))
 
 
 def _policy_json(policy: Any) -> Any:
