@@ -52,8 +52,8 @@ def validate(cfg: Config, stage: str, ids: Sequence[int] | None, round_: int | N
 
     if stage in ("shared", "finetune", "final", "search", "advaa"):
         check_data(cfg)
-    if stage in ("final", "advaa") or (stage == "search" and cfg.augment.policy.endswith(".json")):
-        check_policy(cfg, cfg.augment.policy, "augment.policy") if cfg.augment.policy.endswith(".json") else None
+    if cfg.augment.policy.endswith(".json") and stage in ("search", "final", "advaa"):
+        check_policy(cfg, cfg.augment.policy, "augment.policy")
     if policy is not None:
         check_policy(cfg, policy, "--policy")
     if ids is not None:
@@ -156,9 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     try:
         return _main(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # bad input: nothing was run or submitted
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # a stage failed (e.g. an update without its quorum)
+        logging.getLogger("hpcaug.search").debug("stage failed", exc_info=True)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 def _main(args: argparse.Namespace) -> int:
