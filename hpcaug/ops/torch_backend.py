@@ -28,26 +28,59 @@ def _col(v: torch.Tensor) -> torch.Tensor:
     return v.to(torch.float32).view(-1, 1, 1, 1)
 
 
+def _coeffs(ops: torch.Tensor, v: torch.Tensor, h: int, w: int) -> list[torch.Tensor]:
+    """Per-sample affine map (m00, m01, m02, m10, m11, m12) as float32 [m] tensors (CPU)."""
+    return [t.to(torch.float32) for t in affine_coeffs(ops.cpu().to(torch.float64), v.cpu().to(torch.float64),
+                                                      float(h), float(w), torch.cos, torch.sin, torch.round)]
+
+
 def geometric(x: torch.Tensor, ops: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """ShearX/Y, TranslateX/Y, Rotate for a group: nearest-neighbour gather with per-sample maps.
 
     Nearest neighbour is AutoAugment's (PIL) and torchvision's AutoAugment default. The image is
     padded by one FILL pixel on each side and source coordinates are clamped onto that frame, so
-    pixels mapped from outside the image get FILL without a mask.
+    pixels mapped from outside the image get FILL without a mask. Where every map of the group
+    has m10 == 0 (no rotation, no ShearY) the row index depends on the row only and is computed
+    on [m, H, 1] (the product with x is an exact 0, so the pixels are the same); likewise the
+    column index on [m, 1, W] where m01 == 0.
     """
+    x = x.contiguous()
+    m, c, h, w = x.shape
+    return _gather(x, _coeffs(ops, v, h, w))
+
+
+def _gather(x: torch.Tensor, coeffs: list[torch.Tensor]) -> torch.Tensor:
     m, c, h, w = x.shape
     dev = x.device
-    m00, m01, m02, m10, m11, m12 = (t.to(torch.float32).to(dev).view(m, 1, 1) for t in affine_coeffs(
-        ops.to(torch.float64), v.to(torch.float64), float(h), float(w), torch.cos, torch.sin, torch.round))
+    m00, m01, m02, m10, m11, m12 = (t.to(dev).view(m, 1, 1) for t in coeffs)
     jx = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5).view(1, 1, w)
     iy = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5).view(1, h, 1)
+    col_rows = iy if bool((coeffs[1] != 0).any()) else iy[:, :1]  # m01 == 0: column index per column
+    row_cols = jx if bool((coeffs[3] != 0).any()) else jx[:, :, :1]  # m10 == 0: row index per row
     # +1: coordinates in the padded image
-    col = torch.addcmul(m01 * iy + (m02 + 1), m00, jx).floor_().clamp_(0, w + 1)
-    row = torch.addcmul(m11 * iy + (m12 + 1), m10, jx).floor_().clamp_(0, h + 1)
+    col = torch.addcmul(m01 * col_rows + (m02 + 1), m00, jx).floor_().clamp_(0, w + 1)
+    row = torch.addcmul(m11 * iy + (m12 + 1), m10, row_cols).floor_().clamp_(0, h + 1)
     idx = torch.addcmul(col, row, torch.tensor(float(w + 2), device=dev)).to(torch.int64).view(m, 1, h * w)
     padded = F.pad(x, (1, 1, 1, 1), value=FILL).reshape(m, c, (h + 2) * (w + 2))
     return padded.gather(2, idx.expand(m, c, h * w)).view(m, c, h, w)
 
+
+def _shift_in_place(img: torch.Tensor, dy: int, dx: int) -> None:
+    """img[:, i, j] = img[:, i + dy, j + dx], FILL where that is outside (a translation)."""
+    c, h, w = img.shape
+    src = img.clone()
+    img.fill_(FILL)
+    if abs(dy) < h and abs(dx) < w:
+        img[:, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] = \
+            src[:, max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
+
+
+def _is_shift(coeffs: list[torch.Tensor]) -> torch.Tensor:
+    """Samples whose map is a pure integer shift for every pixel (TranslateX/Y): m00 = m11 = 1,
+    m01 = m10 = 0 and offsets small enough that floor(m02 + x + 0.5) = x + floor(m02 + 0.5)
+    holds exactly in float32 (|m02|, |m12| < 2^12 with the NUDGE fraction: exact sums)."""
+    m00, m01, m02, m10, m11, m12 = coeffs
+    return (m00 == 1) & (m11 == 1) & (m01 == 0) & (m10 == 0) & (m02.abs() < 4096) & (m12.abs() < 4096)
 
 def _gray(xf: torch.Tensor) -> torch.Tensor:
     """[m, 3, H, W] float -> luma [m, 1, H, W] (one fused pass per channel)."""
@@ -63,7 +96,7 @@ def _apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
     m, c, h, w = x.shape
     lut = lut.expand(m, c, 256).reshape(m * c * 256)
     offs = torch.arange(0, m * c * 256, 256, device=x.device, dtype=torch.int32).view(m, c, 1, 1)
-    key = x.to(torch.int32).add_(offs)
+    key = x.to(torch.int32, memory_format=torch.contiguous_format).add_(offs)
     return lut.index_select(0, key.view(-1)).view(m, c, h, w)
 
 
@@ -134,6 +167,7 @@ def posterize(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor
 
 
 def solarize(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    # a LUT: uint8 comparisons with a per-sample threshold measured 2x slower than the lookup
     lv = _levels(x)
     lut = torch.where(lv >= v.to(torch.float32).to(x.device).view(-1, 1, 1), 255 - lv, lv).to(torch.uint8)
     return _apply_lut(x, lut)
@@ -154,8 +188,9 @@ def equalize(x: torch.Tensor, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     lut[i] = round((cdf[i] - hist[first]) * 255 / (total - hist[first])) from the first non-empty
     bin on; a constant channel is left as it is. (PIL/torchvision round the LUT differently:
     docs/ops.md gives the measured difference.)"""
+    x = x.contiguous()
     m, c, h, w = x.shape
-    flat = x.reshape(m * c, h * w)
+    flat = x.view(m * c, h * w)
     offs = torch.arange(m * c, device=x.device, dtype=torch.int32).view(-1, 1) * 256
     key = (flat.to(torch.int32) + offs).view(-1)
     hist = torch.bincount(key, minlength=m * c * 256).view(m * c, 256)
@@ -278,6 +313,30 @@ def _run(fn: Callable[..., torch.Tensor], out: torch.Tensor, idx: torch.Tensor, 
         _put(out, sl, fn(out.index_select(0, sl), *(a[start:start + CHUNK] for a in args)))
 
 
+def _geometric_step(out: torch.Tensor, idx: torch.Tensor, ids: torch.Tensor, v: torch.Tensor) -> None:
+    """The geometric samples idx of one step: translations as in-place slice copies (the same
+    pixels as the gather), the rest as gathers grouped by op (so that a group's row or column
+    index can be computed on a line instead of the whole image)."""
+    h, w = out.shape[2:]
+    gids, gv = ids[idx].cpu(), v[idx].cpu()
+    coeffs = _coeffs(gids, gv, h, w)
+    shift = _is_shift(coeffs)
+    if bool(shift.any()):
+        # source col = j + floor(m02 + 0.5), source row = i + floor(m12 + 0.5) (exact, see _is_shift)
+        ox = torch.floor(coeffs[2].to(torch.float64) + 0.5).to(torch.int64)
+        oy = torch.floor(coeffs[5].to(torch.float64) + 0.5).to(torch.int64)
+        for r, dy, dx in zip(idx[shift.to(idx.device)].tolist(), oy[shift].tolist(), ox[shift].tolist()):
+            _shift_in_place(out[r], dy, dx)
+    rest = ~shift
+    for op in torch.unique(gids[rest]).tolist():
+        sel = rest & (gids == op)
+        rows = idx[sel.to(idx.device)]
+        cs = [t[sel] for t in coeffs]
+        for start in range(0, rows.numel(), CHUNK):
+            sl = rows[start:start + CHUNK]
+            _put(out, sl, _gather(out.index_select(0, sl), [t[start:start + CHUNK] for t in cs]))
+
+
 def apply_program(images: torch.Tensor, op_ids: torch.Tensor, params: torch.Tensor,
                   *, validate: bool = True) -> torch.Tensor:
     """Apply program (op_ids int64 [n, K], params float32 [n, K, 3]) to uint8 [n, C, H, W] images.
@@ -288,7 +347,7 @@ def apply_program(images: torch.Tensor, op_ids: torch.Tensor, params: torch.Tens
     if validate:
         check_program(images, op_ids, params)
     dev = images.device
-    out = images.clone()
+    out = images.clone(memory_format=torch.contiguous_format)
     ids_all = op_ids.to(dev)
     prm_all = params.to(dev)
     n = images.shape[0]
@@ -304,8 +363,7 @@ def apply_program(images: torch.Tensor, op_ids: torch.Tensor, params: torch.Tens
             partners = out.index_select(0, partner_index(u[sp, 0], n).to(dev))
         geo = torch.isin(ids, _GEO.to(dev))
         if bool(geo.any()):
-            idx = geo.nonzero().squeeze(1)
-            _run(geometric, out, idx, ids[idx], v[idx])
+            _geometric_step(out, geo.nonzero().squeeze(1), ids, v)
         for op in present:
             if op == IDENTITY or op in GEOMETRIC_OPS:
                 continue
