@@ -1,8 +1,9 @@
 """Batched torch backend: apply a per-sample program to uint8 NCHW images (CPU or CUDA).
 
-No per-image Python loop: at each step the samples are grouped by op and each op runs once on
-its group (all five geometric ops share one affine_grid + grid_sample call with per-sample
-matrices; enhance ops use per-sample factors; Equalize uses one bincount for the whole group).
+No per-image Python loop for the pixel work: at each step the samples are grouped by op and each
+op runs once on its group (translations as slice copies, shears and rotations as one
+nearest-neighbour gather per op with per-sample maps; point ops as per-sample LUTs; Equalize
+uses one bincount for the whole group). Any input layout is accepted; results are contiguous.
 Rounding: float results are rounded to the nearest integer and clamped to 0..255.
 """
 from __future__ import annotations
