@@ -6,6 +6,7 @@ data_prep; most tests use a small crop so that the decode dominates and tests st
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -285,3 +286,44 @@ def test_wrong_image_root_is_a_clear_error(tmp_path: Path, imagenet_data: Path) 
     for backend in BACKENDS:
         with pytest.raises(FileNotFoundError, match="image root"):
             build_train_loader(_cfg(d, backend), [NoPolicy()], 0, 1, "cpu")
+
+
+# ------------------------------------------------------------------------------ worker processes
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_torch_workers_are_not_forked_from_the_loading_process(imagenet_data: Path) -> None:
+    """A worker forked from a process that holds a DALI pipeline (even one that is only cyclic
+    garbage: the child's collector frees it and DALI's destructor blocks) hangs for ever. The
+    workers must come from a clean server process, whatever this process holds."""
+    import gc
+    import multiprocessing
+
+    dali = build_val_loader(_cfg(imagenet_data, "dali", batch_size=3), 0, 1, "cpu")
+    assert len(_epoch(dali)) == 3 and dali._pipe is not None
+    dali.cycle = dali  # a live pipeline as cyclic garbage, as a failed test's traceback leaves it
+    del dali
+    loader = build_train_loader(_cfg(imagenet_data, "torch"), [NoPolicy()], 0, 1, "cpu")
+    before = {p.pid for p in multiprocessing.active_children()}
+    it = iter(loader)
+    next(it)
+    workers = [p for p in multiprocessing.active_children() if p.pid not in before]  # this loader's
+    assert len(workers) >= 2 and all(_ppid(p.pid) != os.getpid() for p in workers), \
+        [(p.name, _ppid(p.pid)) for p in workers]
+    assert len([next(it) for _ in range(len(loader) - 1)]) == len(loader) - 1
+    it.close()  # an abandoned epoch stops its workers at once
+    assert not [p for p in workers if p.is_alive()]
+    gc.collect()
+
+
+def test_stuck_torch_workers_raise_instead_of_hanging(imagenet_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpcaug.data import LoaderTimeoutError
+
+    monkeypatch.setenv("HPCAUG_LOADER_TIMEOUT", "0.001")  # no step is decoded that fast
+    loader = build_val_loader(_cfg(imagenet_data, "torch", batch_size=2), 0, 1, "cpu")
+    with pytest.raises(LoaderTimeoutError, match="HPCAUG_LOADER_TIMEOUT"):
+        _epoch(loader)
+    monkeypatch.setenv("HPCAUG_LOADER_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="number of seconds"):
+        _epoch(loader)

@@ -13,6 +13,7 @@ and CPU vs GPU decode.
 from __future__ import annotations
 
 from ._common import Batch, CorruptImageError
+from ._torch import LoaderTimeoutError
 from .loaders import TrainLoader, ValLoader, build_train_loader, build_val_loader
 
-__all__ = ["Batch", "CorruptImageError", "TrainLoader", "ValLoader", "build_train_loader", "build_val_loader"]
+__all__ = ["Batch", "CorruptImageError", "LoaderTimeoutError", "TrainLoader", "ValLoader", "build_train_loader", "build_val_loader"]

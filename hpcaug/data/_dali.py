@@ -30,6 +30,23 @@ def pipelines_alive() -> bool:
     """Whether a DALI pipeline of one of our loaders exists in this process (forking then is unsafe)."""
     return any(ld._pipe is not None for ld in list(_WITH_PIPELINE))
 
+
+def _shutdown(pipe: Any) -> None:
+    """Stop a pipeline's threads now instead of when the last reference goes (maybe only at a
+    garbage collection: a pipeline left as cyclic garbage and copied into a forked child is
+    destroyed by the child's collector, and DALI's destructor then blocks for ever)."""
+    stop = getattr(pipe, "_shutdown", None)  # what Pipeline.__del__ calls
+    if stop is not None:
+        stop()
+
+
+def _np(x: Any, dtype: Any) -> np.ndarray:
+    """A numpy array of `dtype` from a torch tensor or array-like (a copy: it is modified)."""
+    if isinstance(x, torch.Tensor):  # np.asarray(tensor) warns under numpy 2 (no copy= in __array__)
+        return x.detach().cpu().numpy().astype(dtype, copy=True)
+    return np.array(x, dtype=dtype, copy=True)
+
+
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"nvidia\.dali.*")
 
 
@@ -208,13 +225,13 @@ class _DaliLoader(LoaderBase):
         labels = [np.array([v], np.int64) for v in inp.labels]
         rows = [np.array([v], np.int64) for v in inp.indices]
         if inp.programs:
-            ch = np.stack([np.asarray(p.choice, np.int64).reshape(n) for p in inp.programs], 1)
+            ch = np.stack([_np(p.choice, np.int64).reshape(n) for p in inp.programs], 1)
         else:
             ch = np.full((n, 1), -1, np.int64)
         out: list[Any] = [inp.encoded, labels, list(ch), rows]
         for p, used in zip(inp.programs, self._key or ()):
             if used:
-                ids, prm = np.asarray(p.op_ids, np.int64), np.array(p.params, np.float32)
+                ids, prm = _np(p.op_ids, np.int64), _np(p.params, np.float32)
                 if n < self.batch_size:  # SamplePairing partner = floor(u1 * max batch): keep it in this batch
                     prm[..., 1] = np.where(ids == _PAIRING_ID, prm[..., 1] * (n - 1e-3) / self.batch_size,
                                            prm[..., 1])
@@ -223,11 +240,11 @@ class _DaliLoader(LoaderBase):
 
     def _start(self, steps: list[np.ndarray], start: int) -> None:
         """A fresh pipeline whose feed begins at `start` (seeded by epoch and start step)."""
+        self.close_pipeline()  # stop the old pipeline's threads first
         self._feed = _Feed(self, steps, start)
         kw = dict(batch_size=self.batch_size, num_threads=self.cfg.data.workers, device_id=_device_id(self.device),
                   seed=_dali_seed(self.seed, self.rank, self.epoch, start), prefetch_queue_depth=2)
         self._key = self._pipe_key()
-        self._pipe = None  # free the old pipeline's threads first
         self._pipe = self._build(self._feed, **kw)
         self._pipe.build()
         _WITH_PIPELINE.add(self)
@@ -269,9 +286,10 @@ class _DaliLoader(LoaderBase):
 
     def close_pipeline(self) -> None:
         """Free the DALI pipeline (and its threads); the next epoch builds a new one. A process
-        that forks while a DALI pipeline lives (torch DataLoader workers) can crash: close first."""
-        self._pipe = None
-        self._feed = None
+        that forks while a DALI pipeline lives can hang; the torch loader never forks this process."""
+        pipe, self._pipe, self._feed = self._pipe, None, None
+        if pipe is not None:
+            _shutdown(pipe)
 
     def close(self) -> None:
         self.close_pipeline()

@@ -9,6 +9,9 @@ depend on which worker made it.
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+import threading
 import warnings
 from typing import Any, Iterator, Sequence
 
@@ -24,7 +27,7 @@ from . import _plan
 from ._common import Batch, CorruptImageError, LoaderBase, check_encoded, sample_programs
 from .index import SplitList
 
-__all__ = ["TorchTrainLoader", "TorchValLoader"]
+__all__ = ["LoaderTimeoutError", "TorchTrainLoader", "TorchValLoader", "worker_timeout"]
 
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec, which has no CPU wheel here
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
@@ -57,11 +60,86 @@ def _crop_box(h: int, w: int, scale: tuple[float, float], g: torch.Generator) ->
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
-def _dali_alive() -> bool:
-    import sys
+# Seconds the loader waits for one step from its DataLoader workers before it gives up with
+# LoaderTimeoutError (a stuck worker would otherwise hang the job until its time limit).
+WORKER_TIMEOUT_ENV = "HPCAUG_LOADER_TIMEOUT"
+DEFAULT_WORKER_TIMEOUT_S = 600.0
 
-    mod = sys.modules.get("hpcaug.data._dali")
-    return bool(mod is not None and mod.pipelines_alive())
+
+class LoaderTimeoutError(RuntimeError):
+    """The torch loader's DataLoader workers delivered no step within the timeout."""
+
+
+def worker_timeout() -> float:
+    raw = os.environ.get(WORKER_TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_WORKER_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{WORKER_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{WORKER_TIMEOUT_ENV}={raw!r} must be > 0 seconds")
+    return value
+
+
+_TLS = threading.local()
+_PATCH_LOCK = threading.Lock()
+
+
+def _skip_main_in_workers() -> None:
+    """Let the workers we start skip the re-import of the parent's `__main__`.
+
+    A spawn/forkserver child normally re-runs the parent's main script (as `__mp_main__`) so
+    that objects defined there unpickle; a script without the `if __name__ == "__main__":`
+    guard (horovodrun/srun drivers, notebooks exported as scripts) would then run again in
+    every worker. Our workers need nothing from `__main__` (the dataset, the policies and
+    torch's worker loop live in importable modules), so the preparation data of *our* worker
+    processes (flagged per thread) leaves the main module out; other processes are unchanged.
+    """
+    from multiprocessing import spawn
+
+    with _PATCH_LOCK:
+        if getattr(spawn.get_preparation_data, "_hpcaug_skip_main", False):
+            return
+        original = spawn.get_preparation_data
+
+        def get_preparation_data(name: str) -> dict[str, Any]:
+            data = original(name)
+            if getattr(_TLS, "skip_main", False):
+                data.pop("init_main_from_path", None)
+                data.pop("init_main_from_name", None)
+            return data
+
+        get_preparation_data._hpcaug_skip_main = True  # type: ignore[attr-defined]
+        spawn.get_preparation_data = get_preparation_data
+
+
+class _WorkerProcess(multiprocessing.context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        _TLS.skip_main = True
+        try:
+            return multiprocessing.context.ForkServerProcess._Popen(process_obj)
+        finally:
+            _TLS.skip_main = False
+
+
+class _WorkerContext(multiprocessing.context.ForkServerContext):
+    Process = _WorkerProcess  # type: ignore[assignment]
+
+
+def _worker_context() -> Any:
+    """DataLoader workers come from Python's forkserver: a process started fresh (fork + exec)
+    that only imports this module, and forks a worker per request. A worker forked from *this*
+    process would inherit whatever it holds: a DALI pipeline (DALI's threads are gone in the
+    child; if the child's garbage collector frees a pipeline it inherited as cyclic garbage,
+    DALI's destructor blocks for ever), locks held by other threads, Horovod/OpenMP state.
+    The preload makes a worker start in milliseconds; if other code started the forkserver
+    without it, workers import torch themselves (slower, just as safe). Workers do not re-run
+    the parent's main script (see _skip_main_in_workers)."""
+    _skip_main_in_workers()
+    ctx = _WorkerContext()
+    ctx.set_forkserver_preload(["hpcaug.data._torch", "hpcaug.ops.torch_backend"])
+    return ctx
 
 
 class _Steps(Dataset):
@@ -162,26 +240,45 @@ class _TorchLoader(LoaderBase):
             import hpcaug.ops.torch_backend  # noqa: F401  imported here once, not in every worker
         ds = _Steps(self.cfg, self.split, steps, self.policies, self.epoch, self.rank, self.train, self.reader.bad)
         workers = d.workers if len(steps) - start > 1 else 0
-        # A worker forked while a DALI pipeline lives in this process can hang or crash (DALI's
-        # threads do not survive fork): start workers from a clean forkserver process then.
-        ctx = "forkserver" if workers and _dali_alive() else None
+        timeout = worker_timeout() if workers else 0
         dl = DataLoader(ds, batch_size=None, sampler=range(start, len(steps)), num_workers=workers,
                         pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers else None,
-                        multiprocessing_context=ctx)
+                        multiprocessing_context=_worker_context() if workers else None, timeout=timeout)
         mean = torch.tensor(d.mean, device=self.device).view(1, 3, 1, 1)
         inv_std = 1.0 / torch.tensor(d.std, device=self.device).view(1, 3, 1, 1)
         dtype = torch.float16 if d.fp16 else torch.float32
-        for item in dl:
-            for row, why in item["skipped"]:
-                self.reader.fail(row, why)
-            m = item["copies"]
-            x = item["images"].to(self.device, non_blocking=True)
-            images = ((x.float() - mean) * inv_std).to(dtype)
-            n = item["rows"].shape[0]
-            dev = self.device
-            yield Batch(images=images, labels=item["labels"].repeat_interleave(m).to(dev),
-                        choices=item["choices"].to(dev), copy_ids=torch.arange(m).repeat(n).to(dev),
-                        indices=item["rows"].repeat_interleave(m).to(dev))
+        it = iter(dl)
+        step = start
+        try:
+            while True:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                except RuntimeError as e:
+                    if workers and "timed out" in str(e):
+                        raise LoaderTimeoutError(
+                            f"hpcaug.data (torch backend): the {workers} DataLoader workers made no batch in "
+                            f"{timeout:g} s (step {step} of epoch {self.epoch}, rank {self.rank}); a worker is "
+                            f"stuck or far too slow. For steps that really take longer, set {WORKER_TIMEOUT_ENV} "
+                            "(seconds)") from e
+                    raise
+                for row, why in item["skipped"]:
+                    self.reader.fail(row, why)
+                m = item["copies"]
+                x = item["images"].to(self.device, non_blocking=True)
+                images = ((x.float() - mean) * inv_std).to(dtype)
+                n = item["rows"].shape[0]
+                dev = self.device
+                step += 1
+                yield Batch(images=images, labels=item["labels"].repeat_interleave(m).to(dev),
+                            choices=item["choices"].to(dev), copy_ids=torch.arange(m).repeat(n).to(dev),
+                            indices=item["rows"].repeat_interleave(m).to(dev))
+        finally:  # stop the workers now (an abandoned or failed epoch too), not when `it` is collected
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            del it
 
 
 class TorchTrainLoader(_TorchLoader):
