@@ -6,6 +6,7 @@
     python -m hpcaug.submit --stage update   --config C --round 3
     python -m hpcaug.submit --stage final    --config C [--policy P.json]
     python -m hpcaug.submit --stage status   --config C
+    python -m hpcaug.submit --status RUN_DIR                             # the same, from the run dir alone
 
 Everything is validated (config, data dir, policies, array range, SLURM reachable) before a job
 is submitted. See docs/search.md.
@@ -31,8 +32,9 @@ log = logging.getLogger("hpcaug.search")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hpcaug.submit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", required=True, choices=STAGES)
-    p.add_argument("--config", required=True, help="a YAML config (configs/*.yaml)")
+    p.add_argument("--stage", choices=STAGES)
+    p.add_argument("--config", help="a YAML config (configs/*.yaml)")
+    p.add_argument("--status", metavar="RUN_DIR", help="show where a run stands (stages, rounds, tasks, ETA) and exit")
     p.add_argument("--array", help="finetune: trajectory ids in SLURM syntax, e.g. 0-499 or 0-499%%20 "
                                    "(round = id // aws.trajectories_per_round)")
     p.add_argument("--round", type=int, help="finetune: the round whose missing trajectories to run; "
@@ -168,6 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from hpcaug.search import aws, jobs
 
+    if args.status:  # needs only the run dir: hpcaug.status reads it (and sacct when reachable)
+        from hpcaug.status import run_status
+
+        print(run_status(args.status))
+        return 0
+    if not args.stage or not args.config:
+        raise ValueError("--stage and --config are required (or --status RUN_DIR)")
     cfg = load_config(args.config, args.set)
     if args.executor:
         cfg = cfg.replace(**{"cluster.executor": args.executor})
@@ -225,6 +234,9 @@ def _main(args: argparse.Namespace) -> int:
     rc = _execute(cfg, rd, steps, args, throttle)
     if args.stage == "search" and rc == 0:
         print_summary(cfg, rd)
+        from hpcaug.report import write_report
+
+        print(f"report: {write_report(rd.root)}")
     elif args.stage == "finetune" and steps and steps[-1].kind == "finetune" and rc == 0:
         last = steps[-1].round
         if not rd.update_done(last):

@@ -48,6 +48,7 @@ def test_inline_search_then_single_stages(demo_data: Path, tmp_path: Path, capsy
     out = capsys.readouterr().out
     assert "- shared" not in out and "finetune round 0" not in out and "- finetune round 1: trajectories 2-3" in out
     assert "Searched policy after 2 round(s)" in out and "uniform = 0.00077" in out
+    assert f"report: {run}/report/report.md" in out and (run / "report/report.md").is_file()
     tops = [line for line in out.splitlines() if line.startswith("  0.0")]
     assert len(tops) == 10 and " + " in tops[0]
     assert json.loads((run / "final/done.json").read_text())["history"]
@@ -56,3 +57,7 @@ def test_inline_search_then_single_stages(demo_data: Path, tmp_path: Path, capsy
     assert main(["--stage", "status", *base]) == 0
     out = capsys.readouterr().out
     assert "rounds: 2 of 2 updated" in out and "Searched policy after 2 round(s)" in out, out
+    assert main(["--status", str(run)]) == 0  # from the run dir alone, no config
+    assert "rounds: 2 of 2 updated" in capsys.readouterr().out
+    assert main(["--stage", "status"]) == 2  # neither --config nor --status
+    assert "--status RUN_DIR" in capsys.readouterr().err
