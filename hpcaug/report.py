@@ -22,13 +22,14 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+
+from hpcaug._atomic import atomic_write_bytes
 
 __all__ = ["AWSRun", "AdvAARun", "RoundState", "read_run", "write_report", "aws_probabilities", "main"]
 
@@ -282,21 +283,8 @@ def _figure(w: float, h: float) -> Any:
 def _save(fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _colors(n: int) -> list[Any]:
@@ -665,13 +653,13 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
             p = fn(run, dest / name)
             if p is not None:
                 images.append(p)
-        _atomic_write(dest / "rounds.csv", _rounds_csv(run).encode())
+        atomic_write_bytes(dest / "rounds.csv", _rounds_csv(run).encode())
         text = _aws_summary(run, images, top_k)
     else:
         images = plot_advaa(run, dest, window)
         text = _advaa_summary(run, images, top_k)
     text += f"\n_Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `python -m hpcaug.report`._\n"
-    _atomic_write(dest / "report.md", text.encode())
+    atomic_write_bytes(dest / "report.md", text.encode())
     return dest / "report.md"
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hpcaug.report import AdvAARun, AWSRun, RoundState, _fmt_s, read_run, round_durations
+from hpcaug.search.rundir import format_ranges
 
 __all__ = ["run_status", "sacct_states", "parse_sacct", "JobState", "main"]
 
@@ -126,18 +127,6 @@ def _jobs(run: AWSRun | AdvAARun) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _ranges(ids: Sequence[int]) -> str:
-    ids = sorted(ids)
-    out, i = [], 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ",".join(out) or "none"
-
-
 def _query(run: AWSRun | AdvAARun, slurm: bool | None) -> tuple[dict[str, JobState] | None, str]:
     """(states or None, a line saying where job states come from)."""
     ids = [str(v["job_id"]) for v in _jobs(run).values()]
@@ -181,7 +170,7 @@ def _round_line(run: AWSRun, st: RoundState) -> str:
     line = (f"  round {st.index}: updated, {len(st.rewards)}/{run.trajectories_per_round} rewards, mean {mean:.4f}, "
             f"baseline {u.get('baseline', float('nan')):.4f}, entropy {u.get('entropy', float('nan')):.3f}")
     if lost:
-        line += f"; lost trajectories {_ranges(lost)} (failed or killed, updated without them)"
+        line += f"; lost trajectories {format_ranges(lost)} (failed or killed, updated without them)"
     return line
 
 
@@ -210,14 +199,14 @@ def _aws_status(run: AWSRun, states: dict[str, JobState] | None, now: float) -> 
         failed, running = _finetune_failures(run, cur.index, states)
         state = "waiting for the update" if not missing else ("running" if cur.results or running else "started")
         lines.append(f"  round {cur.index}: {state}: {len(cur.results)}/{t} results (the update needs {quorum})"
-                     + (f"; missing {_ranges(missing)}" if missing else "") + _job_note(run, f"finetune-{cur.index}", states))
+                     + (f"; missing {format_ranges(missing)}" if missing else "") + _job_note(run, f"finetune-{cur.index}", states))
         if failed:
             can = len(cur.results) + len([m for m in missing if m not in failed])
-            lines.append(f"    FAILED tasks: trajectories {_ranges(failed)}"
+            lines.append(f"    FAILED tasks: trajectories {format_ranges(failed)}"
                          + ("" if can >= quorum else f"; the quorum ({quorum}) can no longer be met: resubmit with "
                             f"`python -m hpcaug.submit --stage finetune --round {cur.index} --config ...`"))
         if running:
-            lines.append(f"    running: trajectories {_ranges(running)}")
+            lines.append(f"    running: trajectories {format_ranges(running)}")
         note = _job_note(run, f"update-{cur.index}", states)
         if note:
             lines.append(f"    update {cur.index}:{note.strip()}")

@@ -148,13 +148,13 @@ def test_atomic_writes_leave_no_partial_file(tmp_path: Path) -> None:
     class Boom(Exception):
         pass
 
-    from hpcaug.search.rundir import atomic_write_bytes
+    from hpcaug._atomic import atomic_write
 
     def bad(f: object) -> None:
         raise Boom
 
     with pytest.raises(Boom):
-        atomic_write_bytes(p, bad)
+        atomic_write(p, bad)
     assert list(tmp_path.iterdir()) == []
     write_json(p, {"a": 1})
     assert read_json(p) == {"a": 1} and [q.name for q in tmp_path.iterdir()] == ["x.json"]

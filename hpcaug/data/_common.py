@@ -277,3 +277,28 @@ class LoaderBase:
 
     def close(self) -> None:
         self.reader.close()
+
+
+class TrainPolicies:
+    """The train loaders' half shared by both backends: M = len(policies) augmentation policies.
+
+    Mixed in before a backend's loader class (`class DaliTrainLoader(TrainPolicies, _DaliLoader)`).
+    """
+
+    train = True
+    policies: tuple[Any, ...]
+
+    def __init__(self, cfg: Config, split: SplitList, policies: Sequence[Any], rank: int, world: int,
+                 device: torch.device) -> None:
+        super().__init__(cfg, split, rank, world, device)  # type: ignore[call-arg]
+        self.set_policies(policies)
+
+    def set_policies(self, policies: Sequence[Any]) -> None:
+        """Use these policies from the next epoch (or the next iter) on; M is fixed per loader."""
+        if len(policies) < 1:
+            raise ValueError("build_train_loader needs at least one policy (hpcaug.ops.policy.NoPolicy() for none)")
+        if self.policies and len(policies) != len(self.policies):
+            raise ValueError(f"set_policies got {len(policies)} policies but the loader was built for "
+                             f"M = {len(self.policies)} copies; build a new loader to change M")
+        self.policies = tuple(policies)
+        self.copies = len(self.policies)

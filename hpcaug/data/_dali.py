@@ -18,7 +18,7 @@ import torch
 
 from hpcaug.config import Config
 
-from ._common import Batch, CorruptImageError, LoaderBase, StepInput, policy_steps
+from ._common import Batch, CorruptImageError, LoaderBase, TrainPolicies, StepInput, policy_steps
 from .index import SplitList
 
 __all__ = ["DaliTrainLoader", "DaliValLoader", "decode_device", "pipelines_alive"]
@@ -337,25 +337,8 @@ class _DaliLoader(LoaderBase):
                      indices=rows.repeat_interleave(copies))
 
 
-class DaliTrainLoader(_DaliLoader):
+class DaliTrainLoader(TrainPolicies, _DaliLoader):
     """Train loader (see hpcaug.data.build_train_loader)."""
-
-    train = True
-
-    def __init__(self, cfg: Config, split: SplitList, policies: Sequence[Any], rank: int, world: int,
-                 device: torch.device) -> None:
-        super().__init__(cfg, split, rank, world, device)
-        self.set_policies(policies)
-
-    def set_policies(self, policies: Sequence[Any]) -> None:
-        """Use these policies from the next epoch (or the next iter) on; M = len(policies)."""
-        if len(policies) < 1:
-            raise ValueError("build_train_loader needs at least one policy (hpcaug.ops.policy.NoPolicy() for none)")
-        if self.policies and len(policies) != len(self.policies):
-            raise ValueError(f"set_policies got {len(policies)} policies but the loader was built for "
-                             f"M = {len(self.policies)} copies; build a new loader to change M")
-        self.policies = tuple(policies)
-        self.copies = len(self.policies)
 
     def _pipe_key(self) -> Any:
         return tuple((k, _may_pair(p)) if getattr(p, "kind", "") != "none" and k > 0 else None

@@ -24,7 +24,7 @@ from torchvision.transforms.v2 import functional as F
 from hpcaug.config import Config
 
 from . import _plan
-from ._common import Batch, CorruptImageError, LoaderBase, check_encoded, sample_programs
+from ._common import Batch, CorruptImageError, LoaderBase, TrainPolicies, check_encoded, sample_programs
 from .index import SplitList
 
 __all__ = ["LoaderTimeoutError", "TorchTrainLoader", "TorchValLoader", "worker_timeout"]
@@ -281,25 +281,8 @@ class _TorchLoader(LoaderBase):
             del it
 
 
-class TorchTrainLoader(_TorchLoader):
+class TorchTrainLoader(TrainPolicies, _TorchLoader):
     """Train loader on torchvision + the ops torch backend (see build_train_loader)."""
-
-    train = True
-
-    def __init__(self, cfg: Config, split: SplitList, policies: Sequence[Any], rank: int, world: int,
-                 device: torch.device) -> None:
-        super().__init__(cfg, split, rank, world, device)
-        self.set_policies(policies)
-
-    def set_policies(self, policies: Sequence[Any]) -> None:
-        """Use these policies from the next iter on; M = len(policies) is fixed per loader."""
-        if len(policies) < 1:
-            raise ValueError("build_train_loader needs at least one policy (hpcaug.ops.policy.NoPolicy() for none)")
-        if self.policies and len(policies) != len(self.policies):
-            raise ValueError(f"set_policies got {len(policies)} policies but the loader was built for "
-                             f"M = {len(self.policies)} copies; build a new loader to change M")
-        self.policies = tuple(policies)
-        self.copies = len(self.policies)
 
 
 class TorchValLoader(_TorchLoader):

@@ -14,9 +14,8 @@ and listed in docs/ops.md.
 """
 from __future__ import annotations
 
-import math
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch

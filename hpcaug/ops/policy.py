@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import torch
 
+from hpcaug._atomic import atomic_write_text
+
 from .spaces import AWS_SPACE, Space
 from .table import IDENTITY, NUM_BINS, OPS, get_op
 
@@ -133,10 +135,7 @@ class Policy(ABC):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the JSON form atomically (temp file + rename)."""
-        p = Path(path)
-        tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-        tmp.write_text(self.to_json())
-        os.replace(tmp, p)
+        atomic_write_text(path, self.to_json())
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.to_dict() == other.to_dict()  # type: ignore[union-attr]

@@ -22,13 +22,13 @@ import copy
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from hpcaug._atomic import atomic_write_text
 from hpcaug.config import Config, load_config
 from hpcaug.search.advaa_controller import (
     AdvAAController,
@@ -103,19 +103,6 @@ def _policy_names(actions: torch.Tensor, ops_per_sub_policy: int) -> list[list[l
     from hpcaug.ops.table import OPS
     return [[[(OPS[o].name, b) for o, b in sub] for sub in subs]
             for subs in actions_to_subpolicies(actions, ops_per_sub_policy)]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_epoch_records(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -276,7 +263,7 @@ class AdvAAHooks:
         """Rewrite epochs.jsonl atomically, dropping lines of this epoch or later (a rerun after a kill)."""
         path = self.records_dir / RECORDS
         kept = [r for r in read_epoch_records(self.records_dir.parent) if r["epoch"] < record["epoch"]]
-        _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept + [record]))
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept + [record]))
 
     # -- checkpoint ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -345,7 +332,7 @@ def run_advaa(cfg: Config, run_dir: str | os.PathLike[str], *, dist: Any = None)
     if getattr(dist, "is_root", True):
         out.mkdir(parents=True, exist_ok=True)
         if not (run / "config.json").exists():
-            _atomic_write_text(run / "config.json", cfg.to_json())
+            atomic_write_text(run / "config.json", cfg.to_json())
     # The loop calls on_epoch_start before every epoch (including the first and a resumed
     # one); these initial policies only size the loader (M entries).
     initial = _placeholder_policies(cfg)
@@ -355,7 +342,7 @@ def run_advaa(cfg: Config, run_dir: str | os.PathLike[str], *, dist: Any = None)
     if getattr(dist, "is_root", True) and records:
         last = records[-1]
         pols = policies_from_actions(torch.tensor(last["actions"]), cfg.advaa.ops_per_sub_policy)
-        _atomic_write_text(policies_path, json.dumps(
+        atomic_write_text(policies_path, json.dumps(
             {"epoch": last["epoch"], "policies": [json.loads(_to_json(p)) for p in pols]}, indent=1))
     return AdvAAResult(train=result, records=out / RECORDS, policies=policies_path, history=records,
                        controller={k: v.detach().clone() for k, v in hooks.controller.state_dict().items()},

@@ -27,7 +27,7 @@ import torch
 
 from hpcaug.config import Config
 from hpcaug.search import ppo
-from hpcaug.search.rundir import RunDir, read_json, read_pt, write_json, write_pt
+from hpcaug.search.rundir import RunDir, format_ranges, read_json, read_pt, write_json, write_pt
 
 log = logging.getLogger("hpcaug.search")
 
@@ -188,7 +188,7 @@ def run_update(cfg: Config, run_dir: str | os.PathLike[str] | None, r: int) -> d
             missing = [i for i in round_trajectories(cfg, r) if i not in ids]
             raise RuntimeError(
                 f"update {r}: only {len(ids)} of {t} trajectories of round {r} have results; the quorum "
-                f"(aws.quorum={cfg.aws.quorum}) needs {need}. Missing: {_ranges(missing)}. Resubmit them with "
+                f"(aws.quorum={cfg.aws.quorum}) needs {need}. Missing: {format_ranges(missing)}. Resubmit them with "
                 f"`python -m hpcaug.submit --stage finetune --round {r} --config ...`, then `--stage update "
                 f"--round {r}` (or `--stage search` to resume everything). Logs: {rd.logs_dir}")
         state = ppo.PPOState.from_dict(read_pt(rd.ppo_state_path(r))) if rd.ppo_state_path(r).exists() else ppo.PPOState()
@@ -244,18 +244,6 @@ def run_final(cfg: Config, run_dir: str | os.PathLike[str] | None = None, policy
 
 
 # ---------------------------------------------------------------- reporting
-def _ranges(ids: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
-    out, i = [], 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ",".join(out) or "none"
-
-
 def top_operations(theta: torch.Tensor, parametrisation: str = "joint", k: int = 10) -> list[tuple[str, float]]:
     """The k most probable operations as ('Elem1 + Elem2', probability), element names with magnitude bins."""
     from hpcaug.ops.spaces import AWS_SPACE

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from hpcaug.config import Config
 from hpcaug.search import aws
-from hpcaug.search.rundir import RunDir
+from hpcaug.search.rundir import RunDir, format_ranges
 
 log = logging.getLogger("hpcaug.search")
 
@@ -90,7 +90,7 @@ class Step:
 
     def describe(self) -> str:
         if self.kind == "finetune":
-            return f"finetune round {self.round}: trajectories {aws._ranges(self.trajectories)}"
+            return f"finetune round {self.round}: trajectories {format_ranges(self.trajectories)}"
         return self.kind if self.round < 0 else f"{self.kind} round {self.round}"
 
 
@@ -123,12 +123,12 @@ def plan_finetune(cfg: Config, rd: RunDir, ids: Sequence[int]) -> list[Step]:
     rounds = list(by_round)
     for i, r in enumerate(rounds):
         if rd.update_done(r):
-            log.warning("round %d is already updated: skipping its trajectories %s", r, aws._ranges(by_round[r]))
+            log.warning("round %d is already updated: skipping its trajectories %s", r, format_ranges(by_round[r]))
             continue
         todo = missing_trajectories(cfg, rd, r, by_round[r])
         skipped = sorted(set(by_round[r]) - set(todo))
         if skipped:
-            log.info("round %d: trajectories %s already have results: skipped", r, aws._ranges(skipped))
+            log.info("round %d: trajectories %s already have results: skipped", r, format_ranges(skipped))
         if todo:
             steps.append(Step("finetune", r, todo))
         if i + 1 < len(rounds):  # the next array needs theta of the next round

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
 import torch
 
+from hpcaug._atomic import atomic_write, atomic_write_bytes
 from hpcaug.config import Config, to_dict
 
 # Config keys that may differ between the run's first start and a resume: they change where
@@ -40,28 +40,23 @@ RESUMABLE_KEYS = (
 )
 
 
-def atomic_write_bytes(path: Path, writer: Callable[[Any], None]) -> None:
-    """Call writer(file object) on a temp file next to `path`, fsync it, then rename it over path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def format_ranges(ids: Sequence[int]) -> str:
+    """Trajectory ids in SLURM array syntax: [0, 1, 2, 5] -> '0-2,5'."""
+    ids = sorted(ids)
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(out) or "none"
 
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write obj as indented JSON."""
     data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-    atomic_write_bytes(path, lambda f: f.write(data))
+    atomic_write_bytes(path, data)
 
 
 def read_json(path: Path) -> Any:
@@ -70,7 +65,7 @@ def read_json(path: Path) -> Any:
 
 def write_pt(path: Path, obj: Any) -> None:
     """Atomically torch.save obj (tensors, dicts of tensors and plain values)."""
-    atomic_write_bytes(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def read_pt(path: Path) -> Any:

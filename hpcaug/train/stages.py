@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, Union
 
 import submitit
 
+from hpcaug._atomic import atomic_write_text
 from hpcaug.config import Config
 from hpcaug.train.dist import Dist, init_dist
 from hpcaug.train.loop import TrainResult, train
@@ -50,10 +51,10 @@ def run_train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policy_spec:
     result = train(cfg, out, [policy] * cfg.augment.copies, epochs=cfg.train.epochs if epochs is None else epochs,
                    dist=dist)
     if dist.is_root:
-        _write_json(out / "train.json", {"policy": spec, "policy_json": _policy_json(policy),
-                                         "copies": cfg.augment.copies, "ranks": dist.size,
-                                         "history": result.history, "choice_counts": result.choice_counts.tolist(),
-                                         "steps": result.steps})
+        atomic_write_text(out / "train.json", json.dumps(
+            {"policy": spec, "policy_json": _policy_json(policy), "copies": cfg.augment.copies,
+             "ranks": dist.size, "history": result.history, "choice_counts": result.choice_counts.tolist(),
+             "steps": result.steps}, indent=2))
     # submitit pickles the return value through the shared folder: leave the weights in checkpoint.pt
     return dataclasses.replace(result, model=None)
 
@@ -91,12 +92,6 @@ def _policy_json(policy: Any) -> Any:
         return json.loads(text) if isinstance(text, str) else text
     except ValueError:
         return text
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 class CheckpointableTraining(submitit.helpers.Checkpointable):
