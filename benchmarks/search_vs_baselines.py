@@ -1,0 +1,158 @@
+"""Final test accuracy of a searched AWS policy vs baselines and AdvAA, on Fashion-MNIST.
+
+Each policy trains `train.model` from scratch with `hpcaug.train.train` (the loop of the final
+stage) on the full train list, over several seeds, and is scored by top-1 on the 10,000-image
+test list (`val`):
+
+  (a) none   (b) uniform (the AWS shared stage's policy)   (c) RandAugment (n=2, m=9)
+  (d) AWS-searched: `--policy runs/demo/policy.json`, or (default) a real AWS search run inline
+      here (shared stage, PPO rounds of fine-tunes, `hpcaug.search.jobs.run_inline`) with the
+      demo config's proxy settings
+  (e) AdvAA: `hpcaug.search.advaa.run_advaa` (joint training of the network and the
+      controller; M = advaa.num_policies copies per image, so M times the rows per step)
+
+Same model, batch, steps and epochs for all; the tables print mean +- std over `--seeds`.
+CPU defaults are tiny (tiny_resnet 32x32, batch 32, a few short epochs) and noisy.
+
+    .venv/bin/python benchmarks/search_vs_baselines.py                       # inline search, ~15-25 min on 2 cores
+    .venv/bin/python benchmarks/search_vs_baselines.py --policy runs/demo/policy.json --seeds 0 1 2
+
+Last line: RESULT search_vs_baselines <searched mean top-1> top1 vs best_baseline <best mean> top1 ratio=<r>
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hpcaug.config import Config, load_config  # noqa: E402
+from hpcaug.data import build_val_loader  # noqa: E402
+from hpcaug.ops.policy import load_policy  # noqa: E402
+from hpcaug.train import build_model, evaluate, load_checkpoint, train  # noqa: E402
+from hpcaug.train.dist import init_dist  # noqa: E402
+
+
+def common(args: argparse.Namespace) -> dict[str, Any]:
+    return {"data.dir": str(Path(args.data).resolve()), "data.batch_size": args.batch_size,
+            "data.workers": args.workers, "train.log_interval": 10 ** 6}
+
+
+def test_top1(cfg: Config, ckpt: Path, dist: Any, split: str) -> float:
+    loader = build_val_loader(cfg, dist.rank, dist.size, dist.device, split=split)
+    try:
+        model = build_model(cfg.train.model, loader.num_classes)
+        model.load_state_dict(load_checkpoint(ckpt)["model"])
+        return evaluate(model, loader, dist)["val_top1"]
+    finally:
+        loader.close()
+
+
+def aws_search(args: argparse.Namespace, out: Path) -> Path:
+    """A real AWS search (configs/demo.yaml's stages) run in this process; returns policy.json."""
+    from hpcaug.search.aws import open_run
+    from hpcaug.search.jobs import plan_search, run_inline
+
+    run = out / "aws_search"
+    cfg = load_config(REPO / "configs" / "demo.yaml").replace(**{
+        **common(args), "run_dir": str(run), "aws.rounds": args.rounds,
+        "aws.trajectories_per_round": args.trajectories, "aws.shared_epochs": args.shared_epochs,
+        "train.steps_per_epoch": args.steps})
+    rd = open_run(cfg, run)
+    run_inline(cfg, rd, plan_search(cfg, rd, with_final=False))
+    return rd.policy_path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(REPO / "data" / "fashion_mnist"))
+    ap.add_argument("--out", default=str(REPO / "runs" / "search_vs_baselines"))
+    ap.add_argument("--policy", default="", help="a searched policy.json; empty = run the AWS search inline")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=4, help="final training epochs (every policy, AdvAA too)")
+    ap.add_argument("--steps", type=int, default=24, help="train.steps_per_epoch")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--train-list", default="train")
+    ap.add_argument("--test-split", default="val", help="the list scored (val = the Fashion-MNIST test set)")
+    ap.add_argument("--rounds", type=int, default=3, help="inline AWS search: PPO rounds")
+    ap.add_argument("--trajectories", type=int, default=4, help="inline AWS search: fine-tunes per round")
+    ap.add_argument("--shared-epochs", type=int, default=3, help="inline AWS search: shared stage epochs")
+    ap.add_argument("--advaa-policies", type=int, default=4, help="AdvAA M (0 = skip AdvAA)")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("hpcaug").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    t0 = time.time()
+    out = Path(args.out)
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
+
+    policy_path = Path(args.policy) if args.policy else aws_search(args, out)
+    log(f"searched policy: {policy_path}")
+
+    cfg = load_config(REPO / "configs" / "demo.yaml").replace(**{
+        **common(args), "data.train_list": args.train_list, "train.steps_per_epoch": args.steps,
+        "train.epochs": args.epochs})
+    dist = init_dist(cfg.dist)
+    policies = {"none": load_policy("none"), "uniform": load_policy("uniform"),
+                "randaugment": load_policy("randaugment", cfg.augment),
+                "aws_searched": load_policy(str(policy_path))}
+    acc: dict[str, list[float]] = {}
+    for name, pol in policies.items():
+        for s in args.seeds:
+            scfg = cfg.replace(**{"train.seed": s, "data.seed": s})
+            res = train(scfg, out / "final" / f"e{args.epochs}_s{s}" / name, [pol], epochs=args.epochs, dist=dist)
+            acc.setdefault(name, []).append(test_top1(scfg, res.checkpoint, dist, args.test_split))
+        log(f"{name:14s} {['%.4f' % a for a in acc[name]]}")
+    if args.advaa_policies > 0:
+        from hpcaug.search.advaa import run_advaa
+
+        m = args.advaa_policies
+        acfg = load_config(REPO / "configs" / "demo_advaa.yaml").replace(**{
+            **common(args), "data.train_list": args.train_list, "train.steps_per_epoch": args.steps,
+            "train.epochs": args.epochs, "augment.copies": m, "advaa.num_policies": m,
+            "train.lr": cfg.train.lr, "train.warmup_epochs": cfg.train.warmup_epochs,
+            "train.label_smoothing": cfg.train.label_smoothing})
+        for s in args.seeds:
+            scfg = acfg.replace(**{"train.seed": s, "data.seed": s})
+            res = run_advaa(scfg, out / "advaa" / f"e{args.epochs}_m{m}_s{s}", dist=dist)
+            acc.setdefault("advaa", []).append(test_top1(scfg, res.train.checkpoint, dist, args.test_split))
+        log(f"{'advaa':14s} {['%.4f' % a for a in acc['advaa']]}")
+
+    def ms(xs: list[float]) -> tuple[float, float]:
+        return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+    print()
+    print(f"settings: tiny_resnet 32x32, batch {args.batch_size}, {args.steps} steps/epoch x {args.epochs} epochs on "
+          f"'{args.train_list}', seeds {args.seeds}, top-1 on '{args.test_split}'; searched policy {policy_path}; "
+          f"{time.time() - t0:.0f} s")
+    print()
+    print("| policy | test top-1 mean +- std | per seed |")
+    print("|---|---|---|")
+    for name, xs in acc.items():
+        m, sd = ms(xs)
+        print(f"| {name} | {m:.4f} +- {sd:.4f} | {', '.join('%.4f' % x for x in xs)} |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps({"args": vars(args), "policy": str(policy_path), "top1": acc}, indent=2))
+    ours, ours_sd = ms(acc["aws_searched"])
+    base = {k: ms(v) for k, v in acc.items() if k != "aws_searched"}
+    best = max(base, key=lambda k: base[k][0])
+    margin = ours - base[best][0]
+    print()
+    print(f"searched - best baseline ({best}) = {margin:+.4f}; more than one std of both: "
+          f"{margin > max(ours_sd, base[best][1])}")
+    print(f"RESULT search_vs_baselines {ours:.4f} top1 vs best_baseline {base[best][0]:.4f} top1 "
+          f"ratio={ours / base[best][0]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
