@@ -15,13 +15,13 @@ policies concentrated on one operation = two elements of chosen severity) are sc
 
 Pearson and Spearman (scipy) of each proxy against the ground truth are printed beside the
 paper's Pearson r (ResNet-18, CIFAR-10). CPU defaults are tiny (tiny_resnet, 32x32, batch 32,
-24 steps per epoch) and therefore noisy: read the numbers with that in mind.
+32 steps per epoch) and therefore noisy: read the numbers with that in mind.
 
-    .venv/bin/python benchmarks/proxy_correlation.py                  # defaults, ~10-15 min on 2 cores
-    .venv/bin/python benchmarks/proxy_correlation.py --k 8 --epochs 6 --seeds 0 1 2 --steps 48
+    .venv/bin/python benchmarks/proxy_correlation.py                  # defaults, ~7-12 min on 2 cores
+    .venv/bin/python benchmarks/proxy_correlation.py --k 11 --epochs 8 --seeds 0 1 2 3 --steps 64
 
-Training dirs go under --out (default runs/proxy_correlation; a finished training is reused
-when the same settings run again, delete the dir to start over).
+Training dirs go under --out (default runs/proxy_correlation/<settings>/; a finished training
+is reused when the same settings run again; delete the dir to start over).
 Last line: RESULT proxy_correlation <r> pearson vs aws_paper 0.85 pearson ratio=<r/0.85>
 """
 from __future__ import annotations
@@ -134,15 +134,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO / "data" / "fashion_mnist"))
     ap.add_argument("--out", default=str(REPO / "runs" / "proxy_correlation"))
-    ap.add_argument("--k", type=int, default=6, help="number of policies (2..11)")
-    ap.add_argument("--epochs", type=int, default=4, help="ground-truth training epochs from scratch")
+    ap.add_argument("--k", type=int, default=8, help="number of policies (2..11)")
+    ap.add_argument("--epochs", type=int, default=6, help="ground-truth training epochs from scratch")
     ap.add_argument("--shared-epochs", type=int, default=3, help="E1 of the shared stages (uniform / no aug)")
     ap.add_argument("--finetune-epochs", type=int, default=1, help="E2 of the fine-tune proxies")
     ap.add_argument("--finetune-lr", type=float, default=0.0, help="0 = aws.finetune_lr of configs/demo.yaml")
-    ap.add_argument("--steps", type=int, default=24, help="train.steps_per_epoch")
+    ap.add_argument("--steps", type=int, default=32, help="train.steps_per_epoch")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="ground-truth seeds (mean over them)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="ground-truth seeds (mean over them)")
     ap.add_argument("--gt-split", default="val", help="list the ground truth is measured on (val = test set)")
     ap.add_argument("--verbose", action="store_true", help="the training loop's per-epoch log lines")
     args = ap.parse_args()
@@ -152,7 +152,8 @@ def main() -> None:
         raise SystemExit(f"{args.data}: no dataset.json; run .venv/bin/python -m data_prep.fashion_mnist --out {args.data}")
 
     t0 = time.time()
-    out = Path(args.out)
+    # every training dir is keyed by its settings (a finished one is reused, never a different one)
+    out = Path(args.out) / f"bs{args.batch_size}_steps{args.steps}_lr{args.finetune_lr:g}"
     cfg = base_config(args)
     dist = init_dist(cfg.dist)
     pols = policy_set(args.k)

@@ -91,7 +91,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("hpcaug").setLevel(logging.INFO if args.verbose else logging.WARNING)
     t0 = time.time()
-    out = Path(args.out)
+    # every training dir is keyed by its settings (a finished one is reused, never a different one)
+    out = Path(args.out) / f"bs{args.batch_size}_steps{args.steps}_{args.train_list}"
 
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
