@@ -45,8 +45,10 @@ requeue_timer() {
   delay=$(( left - lead ))
   if (( delay < 1 )); then delay=1; fi
   echo "$name: time limit ${limit} s, ${left} s left: requeue signal in ${delay} s (${lead} s before the end)" >&2
-  # $$ is this script's shell, also inside the subshell
-  ( trap 'kill "$s" 2>/dev/null; exit 0' TERM; sleep "$delay" & s=$!; wait "$s"; kill -USR1 $$ ) &
+  # $$ is this script's shell, also inside the subshell. The timer holds none of the script's
+  # output streams: a `sleep` outliving a timer killed at exit must not keep a pipe open.
+  ( trap 'kill "$s" 2>/dev/null; exit 0' TERM; sleep "$delay" & s=$!; wait "$s"; kill -USR1 $$ ) \
+    < /dev/null > /dev/null 2>&1 &
   REQUEUE_TIMER_PID=$!
   trap 'kill "$REQUEUE_TIMER_PID" 2>/dev/null || true' EXIT
 }
