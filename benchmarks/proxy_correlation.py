@@ -17,7 +17,7 @@ Pearson and Spearman (scipy) of each proxy against the ground truth are printed 
 paper's Pearson r (ResNet-18, CIFAR-10). CPU defaults are tiny (tiny_resnet, 32x32, batch 32,
 32 steps per epoch) and therefore noisy: read the numbers with that in mind.
 
-    .venv/bin/python benchmarks/proxy_correlation.py                  # defaults, ~7-12 min on 2 cores
+    .venv/bin/python benchmarks/proxy_correlation.py                  # defaults, ~10-16 min on 2 cores
     .venv/bin/python benchmarks/proxy_correlation.py --k 11 --epochs 8 --seeds 0 1 2 3 --steps 64
 
 Training dirs go under --out (default runs/proxy_correlation/<settings>/; a finished training
