@@ -49,6 +49,17 @@ _SKIP_HINT = ("remove it from the list (re-run data_prep) or set data.on_corrupt
 _MAGIC: tuple[bytes, ...] = (b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"\x00\x00\x00\x0cjP")
 
 
+def read_encoded(path: str) -> tuple[np.ndarray | None, str | None]:
+    """The file's bytes, or None and why it cannot be used (missing, unreadable, not a whole image)."""
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        return None, "file not found (is the image root in dataset.json right?)"
+    except OSError as e:
+        return None, f"cannot read it ({e})"
+    return buf, check_encoded(buf)
+
+
 def check_encoded(buf: np.ndarray) -> str | None:
     """Why the bytes cannot be a whole image, or None if they look fine (cheap: no decode).
 
@@ -109,13 +120,7 @@ class ImageReader:
         self.bad.add(row)
 
     def _read(self, row: int) -> tuple[np.ndarray | None, str | None]:
-        try:
-            buf = np.fromfile(self.paths[row], dtype=np.uint8)
-        except FileNotFoundError:
-            return None, "file not found (is the image root in dataset.json right?)"
-        except OSError as e:
-            return None, f"cannot read it ({e})"
-        return buf, check_encoded(buf)
+        return read_encoded(self.paths[row])
 
     def read(self, rows: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Encoded bytes of the good rows among `rows` (in order) and those rows."""

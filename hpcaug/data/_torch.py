@@ -24,7 +24,7 @@ from torchvision.transforms.v2 import functional as F
 from hpcaug.config import Config
 
 from . import _plan
-from ._common import Batch, CorruptImageError, LoaderBase, TrainPolicies, check_encoded, sample_programs
+from ._common import Batch, CorruptImageError, LoaderBase, TrainPolicies, read_encoded, sample_programs
 from .index import SplitList
 
 __all__ = ["LoaderTimeoutError", "TorchTrainLoader", "TorchValLoader", "worker_timeout"]
@@ -159,14 +159,8 @@ class _Steps(Dataset):
         return f"{self.paths[row]!r} (line {row + 1} of {self.list_path!r}, label {int(self.labels[row])})"
 
     def _decode(self, row: int) -> tuple[torch.Tensor | None, str | None]:
-        try:
-            buf = np.fromfile(self.paths[row], dtype=np.uint8)
-        except FileNotFoundError:
-            return None, "file not found (is the image root in dataset.json right?)"
-        except OSError as e:
-            return None, f"cannot read it ({e})"
-        why = check_encoded(buf)
-        if why:
+        buf, why = read_encoded(self.paths[row])
+        if buf is None or why:
             return None, why
         try:
             return decode_image(torch.from_numpy(buf), mode=ImageReadMode.RGB), None
