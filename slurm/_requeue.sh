@@ -7,7 +7,7 @@
 # starts and sends this script USR1 when REQUEUE_LEAD_S seconds (default 600) are left, the
 # lead capped at a tenth of the time limit (a 5-minute job: 30 s before the end), the same
 # rule as hpcaug.train.stages.requeue_signal_lead_s for the submitit jobs. The calling script
-# traps USR1 and runs `scontrol requeue`. No timer outside SLURM or without a time limit.
+# gets a USR1 trap that runs `scontrol requeue`. No timer outside SLURM or without a time limit.
 # `scancel --batch --signal=USR1 JOBID` requeues a running job by hand.
 
 # squeue's time ([D-][[HH:]MM:]SS) in seconds; fails for UNLIMITED, NOT_SET, INVALID, ...
@@ -30,6 +30,8 @@ requeue_lead_s() {
 
 requeue_timer() {
   local name=$1 times limit left lead delay
+  # USR1 (this timer, or a preemption notice) requeues the job; it resumes from its checkpoint
+  trap "echo \"$name: time limit or preemption signal; requeueing job \${SLURM_JOB_ID:-?}\" >&2; scontrol requeue \"\$SLURM_JOB_ID\"" USR1
   if [ -z "${SLURM_JOB_ID:-}" ]; then
     return 0
   fi

@@ -51,12 +51,7 @@ PYTHON=${PYTHON:-python}
 args=(--config "$CONFIG")
 [ -n "${RUN_DIR:-}" ] && args+=(--run-dir "$RUN_DIR")
 
-requeue() {
-  echo "advaa_train.sh: time limit or preemption signal; requeueing job ${SLURM_JOB_ID:-?}" >&2
-  scontrol requeue "${SLURM_JOB_ID}"
-}
-trap requeue USR1
-# USR1 REQUEUE_LEAD_S (600) s before the time limit, at most a tenth of it (slurm/_requeue.sh)
+# requeue on USR1, sent REQUEUE_LEAD_S (600) s before the time limit, at most a tenth of it (slurm/_requeue.sh)
 source slurm/_requeue.sh || { echo "advaa_train.sh: slurm/_requeue.sh not found in $(pwd); submit from the repository root" >&2; exit 2; }
 requeue_timer advaa_train.sh
 

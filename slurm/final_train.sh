@@ -64,12 +64,7 @@ args=(--stage final --config "$CONFIG" --policy "$POLICY" --executor inline)
 [ -n "${RUN_DIR:-}" ] && args+=(--set "run_dir=$RUN_DIR")
 [ $# -gt 0 ] && args+=(--set "$@")
 
-requeue() {
-  echo "final_train.sh: time limit or preemption signal; requeueing job ${SLURM_JOB_ID:-?}" >&2
-  scontrol requeue "${SLURM_JOB_ID}"
-}
-trap requeue USR1
-# USR1 REQUEUE_LEAD_S (600) s before the time limit, at most a tenth of it (slurm/_requeue.sh)
+# requeue on USR1, sent REQUEUE_LEAD_S (600) s before the time limit, at most a tenth of it (slurm/_requeue.sh)
 source slurm/_requeue.sh || { echo "final_train.sh: slurm/_requeue.sh not found in $(pwd); submit from the repository root" >&2; exit 2; }
 requeue_timer final_train.sh
 
