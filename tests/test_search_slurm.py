@@ -4,7 +4,8 @@ shared -> 2 rounds x 4 finetunes -> update -> final, once through `sbatch slurm/
 (shared and final as 2-node Horovod jobs; one finetune task scancel'ed: the round completes on
 its quorum) and once through
 `python -m hpcaug.submit --stage search` (driver killed, part of the chain cancelled, resumed,
-driver killed again and re-attached).
+driver killed again and re-attached), and once with `--no-wait` (submit, exit, the chain
+runs on without its driver).
 """
 from __future__ import annotations
 
@@ -168,3 +169,23 @@ def test_cli_search_killed_and_resumed(slurm_cluster: Any, data: Path, tmp_path:
     assert (run / "shared/done.json").stat().st_mtime == shared_mtime
     assert (run / "rounds/0/update.json").read_text() == u0
     assert "Searched policy after 2 round(s)" in log3
+
+
+def test_cli_no_wait_submits_and_exits(slurm_cluster: Any, data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    sets = [*tiny_sets(data, run, rounds=1), "aws.trajectories_per_round=2", "aws.quorum=1.0"]
+    cmd = [sys.executable, "-m", "hpcaug.submit", "--stage", "search", "--config", CONFIG, "--executor", "slurm",
+           "--set", *sets]
+    sub = subprocess.run([*cmd, "--no-wait"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    # shared, one finetune array, update, final: submitted, and the driver is gone before they ran
+    assert "submitted 4 job(s)" in sub.stdout and "--stage status" in sub.stdout, sub.stdout
+    ids = [recorded(run, k) for k in ("shared", "finetune-0", "update-0", "final")]
+    assert all(ids) and not (run / "final/done.json").exists()
+    # (sacct lists an array by its tasks, so the array itself is checked through the update)
+    states = slurm_cluster.wait_states([ids[0], ids[2], ids[3]], timeout=300)  # type: ignore[list-item]
+    assert set(states.values()) == {"COMPLETED"}, states
+    assert json.loads((run / "final/done.json").read_text())["history"]
+    status = subprocess.run([sys.executable, "-m", "hpcaug.submit", "--stage", "status", "--config", CONFIG,
+                             "--set", *sets], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "rounds: 1 of 1 updated" in status.stdout, status.stdout + status.stderr

@@ -1,5 +1,6 @@
-"""The CLI's stages in this process (executor inline): a tiny real search, then single stages
-rerun by hand (resubmit only the missing trajectory, idempotent update)."""
+"""The CLI without a cluster: executor inline (a tiny real search in this process, then single
+stages rerun by hand: resubmit only the missing trajectory, idempotent update) and executor
+local (submitit's LocalExecutor: every step a real subprocess with its own log)."""
 from __future__ import annotations
 
 import json
@@ -14,14 +15,18 @@ pytestmark = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parents[1]
 
 
+def tiny_args(executor: str, data: Path, run: Path, rounds: int) -> list[str]:
+    return ["--config", str(REPO / "configs" / "demo.yaml"), "--executor", executor, "--set",
+            f"data.dir={data}", f"run_dir={run}", f"aws.rounds={rounds}", "aws.trajectories_per_round=2",
+            "aws.quorum=1.0", "aws.shared_epochs=1", "aws.finetune_epochs=1", "aws.final_epochs=1",
+            "train.steps_per_epoch=1", "data.batch_size=8", "data.workers=1", "data.backend=torch"]
+
+
 def test_inline_search_then_single_stages(demo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURM_CONF", raising=False)
     run = tmp_path / "run"
-    base = ["--config", str(REPO / "configs" / "demo.yaml"), "--executor", "inline", "--set",
-            f"data.dir={demo_data}", f"run_dir={run}", "aws.rounds=2", "aws.trajectories_per_round=2",
-            "aws.quorum=1.0", "aws.shared_epochs=1", "aws.finetune_epochs=1", "aws.final_epochs=1",
-            "train.steps_per_epoch=1", "data.batch_size=8", "data.workers=1", "data.backend=torch"]
+    base = tiny_args("inline", demo_data, run, rounds=2)
     # round 0 only, through the single-stage commands
     assert main(["--stage", "shared", *base]) == 0
     assert main(["--stage", "finetune", "--round", "0", *base]) == 0
@@ -61,3 +66,21 @@ def test_inline_search_then_single_stages(demo_data: Path, tmp_path: Path, capsy
     assert "rounds: 2 of 2 updated" in capsys.readouterr().out
     assert main(["--stage", "status"]) == 2  # neither --config nor --status
     assert "--status RUN_DIR" in capsys.readouterr().err
+
+
+def test_local_executor_search(demo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    run = tmp_path / "run"
+    args = ["--stage", "search", *tiny_args("local", demo_data, run, rounds=1)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "with executor local" in out and "Searched policy after 1 round(s)" in out, out
+    u0 = json.loads((run / "rounds/0/update.json").read_text())
+    assert u0["missing"] == [] and len(u0["rewards"]) == 2
+    assert json.loads((run / "final/done.json").read_text())["history"]
+    # each step ran in its own process, logged by submitit: shared, 2 finetunes, update, final
+    logs = sorted(p.name for p in (run / "logs").rglob("*_log.out"))
+    assert len(logs) >= 5, logs
+    assert main(args) == 0  # rerun: everything is done, nothing is started again
+    assert "nothing to do" in capsys.readouterr().out
