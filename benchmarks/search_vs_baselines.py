@@ -11,11 +11,15 @@ test list (`val`):
   (e) AdvAA: `hpcaug.search.advaa.run_advaa` (joint training of the network and the
       controller; M = advaa.num_policies copies per image, so M times the rows per step)
 
-Same model, batch, steps and epochs for all; the tables print mean +- std over `--seeds`.
-CPU defaults are tiny (tiny_resnet 32x32, batch 32, a few short epochs) and noisy.
+Same model, batch, lr, steps and epochs for all; the tables print mean +- std over `--seeds`.
+The defaults are tiny (tiny_resnet 32x32, batch 32, 4 x 24 steps: ~10 min on 2 cores) and
+noisy; the measured setting (benchmarks/README.md) is the reduced-data one of AutoAugment:
+final training and search both on the 4,000-image `search_train` list, ~70 min on 2 cores:
 
-    .venv/bin/python benchmarks/search_vs_baselines.py                       # inline search, ~15-25 min on 2 cores
-    .venv/bin/python benchmarks/search_vs_baselines.py --policy runs/demo/policy.json --seeds 0 1 2
+    .venv/bin/python benchmarks/search_vs_baselines.py --train-list search_train --steps 0 --epochs 15 \
+        --lr 0.4 --rounds 12 --trajectories 12 --shared-epochs 5 --parametrisation factorised \
+        --finetune-lr 0.1 --advaa-policies 2
+    .venv/bin/python benchmarks/search_vs_baselines.py --policy runs/demo/policy.json   # a policy searched before
 
 Last line: RESULT search_vs_baselines <searched mean top-1> top1 vs best_baseline <best mean> top1 ratio=<r>
 """
@@ -60,11 +64,15 @@ def aws_search(args: argparse.Namespace, out: Path) -> Path:
     from hpcaug.search.aws import open_run
     from hpcaug.search.jobs import plan_search, run_inline
 
-    run = out / "aws_search"
+    # keyed by the search settings: a finished search is reused, never one with other settings
+    run = out / (f"aws_search_r{args.rounds}_t{args.trajectories}_e{args.shared_epochs}_{args.parametrisation}"
+                 f"_ftlr{args.finetune_lr:g}_plr{args.policy_lr:g}")
     cfg = load_config(REPO / "configs" / "demo.yaml").replace(**{
         **common(args), "run_dir": str(run), "aws.rounds": args.rounds,
         "aws.trajectories_per_round": args.trajectories, "aws.shared_epochs": args.shared_epochs,
-        "train.steps_per_epoch": args.steps})
+        "aws.parametrisation": args.parametrisation, "aws.finetune_lr": args.finetune_lr,
+        "aws.policy_lr": args.policy_lr, "train.steps_per_epoch": args.steps,
+        **({"train.lr": args.lr} if args.lr > 0 else {})})
     rd = open_run(cfg, run)
     run_inline(cfg, rd, plan_search(cfg, rd, with_final=False))
     return rd.policy_path
@@ -79,12 +87,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4, help="final training epochs (every policy, AdvAA too)")
     ap.add_argument("--steps", type=int, default=24, help="train.steps_per_epoch")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=0.0, help="train.lr (per 256 images): final training and the inline search's shared stage; 0 = demo.yaml's")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--train-list", default="train")
     ap.add_argument("--test-split", default="val", help="the list scored (val = the Fashion-MNIST test set)")
     ap.add_argument("--rounds", type=int, default=3, help="inline AWS search: PPO rounds")
     ap.add_argument("--trajectories", type=int, default=4, help="inline AWS search: fine-tunes per round")
     ap.add_argument("--shared-epochs", type=int, default=3, help="inline AWS search: shared stage epochs")
+    ap.add_argument("--parametrisation", default="joint", choices=["joint", "factorised"], help="inline AWS search")
+    ap.add_argument("--finetune-lr", type=float, default=0.04, help="inline AWS search: aws.finetune_lr (per 256)")
+    ap.add_argument("--policy-lr", type=float, default=0.1, help="inline AWS search: aws.policy_lr")
     ap.add_argument("--advaa-policies", type=int, default=4, help="AdvAA M (0 = skip AdvAA)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
@@ -92,7 +104,8 @@ def main() -> None:
     logging.getLogger("hpcaug").setLevel(logging.INFO if args.verbose else logging.WARNING)
     t0 = time.time()
     # every training dir is keyed by its settings (a finished one is reused, never a different one)
-    out = Path(args.out) / f"bs{args.batch_size}_steps{args.steps}_{args.train_list}"
+    lr_key = f"_lr{args.lr:g}" if args.lr > 0 else ""
+    out = Path(args.out) / f"bs{args.batch_size}_steps{args.steps}_{args.train_list}{lr_key}"
 
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
@@ -102,7 +115,7 @@ def main() -> None:
 
     cfg = load_config(REPO / "configs" / "demo.yaml").replace(**{
         **common(args), "data.train_list": args.train_list, "train.steps_per_epoch": args.steps,
-        "train.epochs": args.epochs})
+        "train.epochs": args.epochs, **({"train.lr": args.lr} if args.lr > 0 else {})})
     dist = init_dist(cfg.dist)
     policies = {"none": load_policy("none"), "uniform": load_policy("uniform"),
                 "randaugment": load_policy("randaugment", cfg.augment),
@@ -133,8 +146,10 @@ def main() -> None:
         return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
     print()
-    print(f"settings: tiny_resnet 32x32, batch {args.batch_size}, {args.steps} steps/epoch x {args.epochs} epochs on "
-          f"'{args.train_list}', seeds {args.seeds}, top-1 on '{args.test_split}'; searched policy {policy_path}; "
+    steps = f"{args.steps} steps" if args.steps else "full epochs"
+    shown = policy_path.resolve().relative_to(REPO) if policy_path.resolve().is_relative_to(REPO) else policy_path
+    print(f"settings: tiny_resnet 32x32, batch {args.batch_size}, lr {cfg.train.lr:g}/256, {args.epochs} x {steps} on "
+          f"'{args.train_list}', seeds {args.seeds}, top-1 on '{args.test_split}'; searched policy {shown}; "
           f"{time.time() - t0:.0f} s")
     print()
     print("| policy | test top-1 mean +- std | per seed |")
@@ -147,10 +162,12 @@ def main() -> None:
     ours, ours_sd = ms(acc["aws_searched"])
     base = {k: ms(v) for k, v in acc.items() if k != "aws_searched"}
     best = max(base, key=lambda k: base[k][0])
-    margin = ours - base[best][0]
     print()
-    print(f"searched - best baseline ({best}) = {margin:+.4f}; more than one std of both: "
-          f"{margin > max(ours_sd, base[best][1])}")
+    # the issue's goal: searched above uniform and RandAugment by more than one std (of either)
+    for name in ["uniform", "randaugment", best]:
+        margin = ours - base[name][0]
+        print(f"searched - {name:12s} = {margin:+.4f}; more than one std of both: "
+              f"{margin > max(ours_sd, base[name][1])}{'  (best baseline)' if name == best else ''}")
     print(f"RESULT search_vs_baselines {ours:.4f} top1 vs best_baseline {base[best][0]:.4f} top1 "
           f"ratio={ours / base[best][0]:.3f}")
 
