@@ -46,7 +46,7 @@ from hpcaug.train.dist import init_dist  # noqa: E402
 
 def common(args: argparse.Namespace) -> dict[str, Any]:
     return {"data.dir": str(Path(args.data).resolve()), "data.batch_size": args.batch_size,
-            "data.workers": args.workers, "train.log_interval": 10 ** 6}
+            "data.workers": args.workers, "train.log_interval": 10 ** 6, "train.model": args.model}
 
 
 def test_top1(cfg: Config, ckpt: Path, dist: Any, split: str) -> float:
@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=4, help="final training epochs (every policy, AdvAA too)")
     ap.add_argument("--steps", type=int, default=24, help="train.steps_per_epoch")
+    ap.add_argument("--model", default="tiny_resnet", help="train.model (search, final trainings and AdvAA)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.0, help="train.lr (per 256 images): final training and the inline search's shared stage; 0 = demo.yaml's")
     ap.add_argument("--workers", type=int, default=2)
@@ -105,7 +106,8 @@ def main() -> None:
     t0 = time.time()
     # every training dir is keyed by its settings (a finished one is reused, never a different one)
     lr_key = f"_lr{args.lr:g}" if args.lr > 0 else ""
-    out = Path(args.out) / f"bs{args.batch_size}_steps{args.steps}_{args.train_list}{lr_key}"
+    model_key = "" if args.model == "tiny_resnet" else f"_{args.model}"
+    out = Path(args.out) / f"bs{args.batch_size}_steps{args.steps}_{args.train_list}{lr_key}{model_key}"
 
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
@@ -148,7 +150,7 @@ def main() -> None:
     print()
     steps = f"{args.steps} steps" if args.steps else "full epochs"
     shown = policy_path.resolve().relative_to(REPO) if policy_path.resolve().is_relative_to(REPO) else policy_path
-    print(f"settings: tiny_resnet 32x32, batch {args.batch_size}, lr {cfg.train.lr:g}/256, {args.epochs} x {steps} on "
+    print(f"settings: {args.model} 32x32, batch {args.batch_size}, lr {cfg.train.lr:g}/256, {args.epochs} x {steps} on "
           f"'{args.train_list}', seeds {args.seeds}, top-1 on '{args.test_split}'; searched policy {shown}; "
           f"{time.time() - t0:.0f} s")
     print()
@@ -164,7 +166,7 @@ def main() -> None:
     best = max(base, key=lambda k: base[k][0])
     print()
     # the goal: searched above uniform and RandAugment by more than one std (of either)
-    for name in ["uniform", "randaugment", best]:
+    for name in dict.fromkeys(["uniform", "randaugment", best]):  # best may be one of them
         margin = ours - base[name][0]
         print(f"searched - {name:12s} = {margin:+.4f}; more than one std of both: "
               f"{margin > max(ours_sd, base[name][1])}{'  (best baseline)' if name == best else ''}")
