@@ -88,7 +88,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=24, help="train.steps_per_epoch")
     ap.add_argument("--model", default="tiny_resnet", help="train.model (search, final trainings and AdvAA)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=0.0, help="train.lr (per 256 images): final training and the inline search's shared stage; 0 = demo.yaml's")
+    ap.add_argument("--lr", type=float, default=0.0,
+                    help="train.lr (per 256 images): final trainings and the inline search's shared stage; 0 = demo.yaml's")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--train-list", default="train")
     ap.add_argument("--test-split", default="val", help="the list scored (val = the Fashion-MNIST test set)")
