@@ -46,7 +46,8 @@ from hpcaug.train.dist import init_dist  # noqa: E402
 
 def common(args: argparse.Namespace) -> dict[str, Any]:
     return {"data.dir": str(Path(args.data).resolve()), "data.batch_size": args.batch_size,
-            "data.workers": args.workers, "train.log_interval": 10 ** 6, "train.model": args.model}
+            "data.workers": args.workers, "train.log_interval": 10 ** 6, "train.model": args.model,
+            **({"train.lr": args.lr} if args.lr > 0 else {})}
 
 
 def test_top1(cfg: Config, ckpt: Path, dist: Any, split: str) -> float:
@@ -71,8 +72,7 @@ def aws_search(args: argparse.Namespace, out: Path) -> Path:
         **common(args), "run_dir": str(run), "aws.rounds": args.rounds,
         "aws.trajectories_per_round": args.trajectories, "aws.shared_epochs": args.shared_epochs,
         "aws.parametrisation": args.parametrisation, "aws.finetune_lr": args.finetune_lr,
-        "aws.policy_lr": args.policy_lr, "train.steps_per_epoch": args.steps,
-        **({"train.lr": args.lr} if args.lr > 0 else {})})
+        "aws.policy_lr": args.policy_lr, "train.steps_per_epoch": args.steps})
     rd = open_run(cfg, run)
     run_inline(cfg, rd, plan_search(cfg, rd, with_final=False))
     return rd.policy_path
@@ -118,7 +118,7 @@ def main() -> None:
 
     cfg = load_config(REPO / "configs" / "demo.yaml").replace(**{
         **common(args), "data.train_list": args.train_list, "train.steps_per_epoch": args.steps,
-        "train.epochs": args.epochs, **({"train.lr": args.lr} if args.lr > 0 else {})})
+        "train.epochs": args.epochs})
     dist = init_dist(cfg.dist)
     policies = {"none": load_policy("none"), "uniform": load_policy("uniform"),
                 "randaugment": load_policy("randaugment", cfg.augment),

@@ -42,8 +42,8 @@ def tiny_data(src: Path, dst: Path, val_every: int = 5) -> Path:
     return dst
 
 
-def tiny_sets(data: Path, run: Path, rounds: int = 2) -> list[str]:
-    return [f"data.dir={data}", f"run_dir={run}", f"aws.rounds={rounds}", "aws.trajectories_per_round=4",
+def tiny_sets(data: Path, run: Path, rounds: int = 2, trajectories: int = 4) -> list[str]:
+    return [f"data.dir={data}", f"run_dir={run}", f"aws.rounds={rounds}", f"aws.trajectories_per_round={trajectories}",
             "aws.quorum=0.75", "aws.shared_epochs=1", "aws.finetune_epochs=1", "aws.reward_top_k=1",
             "aws.final_epochs=1", "train.steps_per_epoch=1", "data.batch_size=8", "data.workers=1",
             "train.log_interval=1", "cluster.nodes=1", "cluster.gpus_per_node=0", "cluster.finetune_gpus=0",
@@ -173,7 +173,7 @@ def test_cli_search_killed_and_resumed(slurm_cluster: Any, data: Path, tmp_path:
 
 def test_cli_no_wait_submits_and_exits(slurm_cluster: Any, data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    sets = [*tiny_sets(data, run, rounds=1), "aws.trajectories_per_round=2", "aws.quorum=1.0"]
+    sets = tiny_sets(data, run, rounds=1, trajectories=2)
     cmd = [sys.executable, "-m", "hpcaug.submit", "--stage", "search", "--config", CONFIG, "--executor", "slurm",
            "--set", *sets]
     sub = subprocess.run([*cmd, "--no-wait"], cwd=REPO, capture_output=True, text=True, timeout=120)
