@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import cloudpickle
 import pytest
 import submitit
+from _fixtures_cluster import LOCAL
 
 pytestmark = pytest.mark.slurm
 
@@ -119,9 +123,57 @@ def test_start_is_idempotent(slurm_cluster):
     env = {**slurm_cluster.env, "BASE": str(base), "NODES": str(slurm_cluster.nodes),
            "PARTITION": slurm_cluster.partition, "CPUS": str(slurm_cluster.cpus_per_node)}
     t0 = time.monotonic()
-    proc = subprocess.run([str(Path(__file__).parents[1] / "slurm/local/start.sh")], env=env,
+    proc = subprocess.run([str(LOCAL / "start.sh")], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert time.monotonic() - t0 < 30
     assert "starting" not in proc.stdout, proc.stdout
     assert {p.name: p.read_text() for p in pidfiles} == before
+
+
+def _pkill9(pattern: str) -> None:
+    subprocess.run(["pkill", "-9", "-f", pattern], check=False)
+
+
+def test_start_after_unclean_stop_cancels_the_dead_jobs():
+    """Every daemon SIGKILLed with a job running and one pending (a reboot, a killed CI session):
+    the saved state brings both back on the next start, the running one holding its node with no
+    process behind it. start.sh cancels them, and a new job runs at once. A cluster of its own
+    (own BASE and ports, 1 node, no accounting): the shared one is left alone."""
+    base = Path(tempfile.mkdtemp(prefix="hpcaug-cold-", dir="/tmp"))  # short: unix socket paths
+    env = {**os.environ, "BASE": str(base), "NODES": "1", "ACCOUNTING": "0", "CPUS": "1",
+           "CTLD_PORT": "16917", "SLURMD_PORT0": "17101", "SLURM_CONF": str(base / "etc/slurm.conf")}
+
+    def run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+    try:
+        first = run(str(LOCAL / "start.sh"), timeout=180)
+        assert first.returncode == 0, first.stdout + first.stderr
+        running = run("sbatch", "--parsable", "--wrap", "sleep 613").stdout.strip()
+        pending = run("sbatch", "--parsable", "-d", f"afterok:{running}", "--wrap", "true").stdout.strip()
+        job_state = base / "state/ctld/job_state"
+        deadline = time.monotonic() + 60
+        while run("squeue", "-h", "-j", running, "-o", "%T").stdout.strip() != "RUNNING" or \
+                f"afterok:{running}".encode() not in job_state.read_bytes():  # both saved
+            assert time.monotonic() < deadline, run("squeue").stdout
+            time.sleep(0.5)
+        # the crash: daemons, the job's step daemon and its processes, no pid file removed
+        for pf in [*base.glob("run/*.pid"), base / "munge/munged.pid"]:
+            os.kill(int(pf.read_text()), signal.SIGKILL)
+        _pkill9(rf"slurmstepd: \[{running}\.")
+        _pkill9(f"{base}/state/slurmd")
+        _pkill9("sleep 613")
+        second = run(str(LOCAL / "start.sh"), timeout=180)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert run("squeue", "-h").stdout.strip() == "", second.stdout
+        assert run("sbatch", "--wait", "--wrap", "true", timeout=60).returncode == 0
+        assert "left from an unclean stop" in second.stdout, second.stdout
+        assert f" {running} " in second.stdout and f" {pending} " in second.stdout, second.stdout
+        # a clean restart has nothing to cancel
+        assert run(str(LOCAL / "stop.sh")).returncode == 0
+        third = run(str(LOCAL / "start.sh"), timeout=180)
+        assert third.returncode == 0 and "unclean" not in third.stdout, third.stdout + third.stderr
+    finally:
+        run(str(LOCAL / "stop.sh"), "--purge", timeout=120)
+        shutil.rmtree(base, ignore_errors=True)

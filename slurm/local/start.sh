@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SLURM in a box: a real single-host SLURM cluster (Debian's Slurm 22.05) for tests and demos.
 # Idempotent: a second call checks/repairs what is running and returns in about a second.
+# After an unclean stop it cancels the dead cluster's jobs, which the saved state brings back.
 # Everything (configs, munge key + socket, pid files, logs, job state, MariaDB datadir) lives
 # under $BASE; nothing in /etc is touched and no systemd is needed. Run as root.
 #
@@ -54,6 +55,12 @@ mkdir -p "$BASE"/{etc,run,log,clients,state/ctld,state/slurmd,munge}
 # (the daemons get `9>&-` so that they do not inherit and hold this lock forever)
 exec 9>"$BASE/.lock"
 flock -w 300 9 || die "another start/stop holds $BASE/.lock for more than 300 s"
+# A cold start (no slurmctld and no slurmd alive) after an unclean stop (daemons killed, host
+# rebooted) recovers the saved job state: the dead cluster's jobs come back as RUNNING on the
+# nodes, with no process behind them, and hold the nodes for good. They are cancelled in step 6.
+COLD=1
+alive "$BASE/run/slurmctld.pid" slurmctld && COLD=0
+for pf in "$BASE"/run/slurmd-*.pid; do [ -e "$pf" ] && alive "$pf" slurmd && COLD=0; done
 
 # ---------- 2. configuration ----------
 chmod 755 "$BASE" "$BASE/munge"   # munged refuses a socket dir without o+x on the path
@@ -208,7 +215,17 @@ for pf in "$BASE"/run/slurmd-*.pid; do   # slurmd's left from an earlier, larger
   [[ " $NODENAMES " == *" $n "* ]] || stop_pid "$pf" slurmd
 done
 
-# ---------- 6. wait until every node takes jobs ----------
+# ---------- 6. cancel jobs left from an unclean stop, wait until every node takes jobs ----------
+# (a clean stop.sh cancels every job first, so after one there is nothing to cancel here)
+if [ "$COLD" = 1 ]; then
+  left=$(squeue -h -o %A 2>/dev/null | sort -un | tr '\n' ' ')
+  if [ -n "${left// /}" ]; then
+    log "cancelling job(s) left from an unclean stop: $left"
+    scancel $left 2>/dev/null || true
+    for i in $(seq 150); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
+    [ -z "$(squeue -h 2>/dev/null)" ] || log "WARNING: still queued after 30 s: $(squeue -h -o %A | tr '\n' ' ')"
+  fi
+fi
 nodes_ready() {
   local out; out=$(sinfo -h -N -p "$PARTITION" -o '%N %t' 2>/dev/null) || return 1
   [ "$(grep -c . <<< "$out")" = "$NODES" ] || return 1
