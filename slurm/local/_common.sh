@@ -38,3 +38,15 @@ live_clients() {
     if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; else rm -f "$f"; fi
   done
 }
+
+# cancel_jobs SAY...: cancel every queued job, announced by `SAY... <ids>`, then wait up to 20 s
+# for the queue to empty (1 if it has not). Nothing is said when the queue is empty.
+cancel_jobs() {
+  local jobs i
+  jobs=$(squeue -h -o %A 2>/dev/null | sort -un | tr '\n' ' ')
+  [ -n "${jobs// /}" ] || return 0
+  "$@" "$jobs"
+  scancel $jobs 2>/dev/null || true
+  for i in $(seq 100); do [ -z "$(squeue -h 2>/dev/null)" ] && return 0; sleep 0.2; done
+  return 1
+}

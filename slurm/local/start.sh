@@ -218,13 +218,8 @@ done
 # ---------- 6. cancel jobs left from an unclean stop, wait until every node takes jobs ----------
 # (a clean stop.sh cancels every job first, so after one there is nothing to cancel here)
 if [ "$COLD" = 1 ]; then
-  left=$(squeue -h -o %A 2>/dev/null | sort -un | tr '\n' ' ')
-  if [ -n "${left// /}" ]; then
-    log "cancelling job(s) left from an unclean stop: $left"
-    scancel $left 2>/dev/null || true
-    for i in $(seq 150); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
-    [ -z "$(squeue -h 2>/dev/null)" ] || log "WARNING: still queued after 30 s: $(squeue -h -o %A | tr '\n' ' ')"
-  fi
+  cancel_jobs log "cancelling job(s) left from an unclean stop:" ||
+    log "WARNING: still queued after 20 s: $(squeue -h -o %A | tr '\n' ' ')"
 fi
 nodes_ready() {
   local out; out=$(sinfo -h -N -p "$PARTITION" -o '%N %t' 2>/dev/null) || return 1

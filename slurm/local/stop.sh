@@ -24,13 +24,7 @@ if [ "$IF_UNUSED" = 1 ]; then
 fi
 echo "slurm-local: stopping the cluster under $BASE"
 # 1. cancel jobs so that no job step outlives its slurmd
-if alive "$BASE/run/slurmctld.pid" slurmctld; then
-  jobs=$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')
-  if [ -n "${jobs// /}" ]; then
-    echo "  cancelling jobs: $jobs"; scancel $jobs 2>/dev/null
-    for i in $(seq 100); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
-  fi
-fi
+alive "$BASE/run/slurmctld.pid" slurmctld && cancel_jobs echo "  cancelling jobs:"
 # 2. daemons in reverse start order
 for pf in "$BASE"/run/slurmd-*.pid; do [ -e "$pf" ] && stop_pid "$pf" slurmd; done
 stop_pid "$BASE/run/slurmctld.pid" slurmctld   # saves its state on SIGTERM
