@@ -152,10 +152,10 @@ def test_start_after_unclean_stop_cancels_the_dead_jobs():
         assert first.returncode == 0, first.stdout + first.stderr
         running = run("sbatch", "--parsable", "--wrap", "sleep 613").stdout.strip()
         pending = run("sbatch", "--parsable", "-d", f"afterok:{running}", "--wrap", "true").stdout.strip()
-        job_state = base / "state/ctld/job_state"
+        job_state = base / "state/ctld/job_state"  # polled until both jobs are saved to disk
         deadline = time.monotonic() + 60
         while run("squeue", "-h", "-j", running, "-o", "%T").stdout.strip() != "RUNNING" or \
-                f"afterok:{running}".encode() not in job_state.read_bytes():  # both saved
+                f"afterok:{running}".encode() not in (job_state.read_bytes() if job_state.exists() else b""):
             assert time.monotonic() < deadline, run("squeue").stdout
             time.sleep(0.5)
         # the crash: daemons, the job's step daemon and its processes, no pid file removed
