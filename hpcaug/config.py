@@ -2,13 +2,17 @@
 
 Every stage (shared, finetune, update, final, advaa), the CLI, submitit jobs and the tests
 read the same `Config`. Values the papers lost in extraction are fields here, with the
-value we chose and where it comes from in the comment (see docs/config.md).
+value we chose and where it comes from in the comment (README.md, Configs). Every value is
+checked when the config loads (each section's __post_init__: the range is in the message),
+so nothing is created or submitted with a bad one.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,6 +26,30 @@ MODELS = ("tiny_resnet", "resnet18", "resnet50", "resnet200", "wrn28_10")
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
+
+
+_RANGE = re.compile(r"(>=|>) (\S+)|([\[(])(\S+), (\S+)([\])])")
+
+
+def _in_range(v: float, spec: str) -> bool:
+    m = _RANGE.fullmatch(spec)
+    assert m, f"bad range spec {spec!r}"
+    if m[1]:
+        return v >= float(m[2]) if m[1] == ">=" else v > float(m[2])
+    lo, hi = float(m[4]), float(m[5])
+    return (v >= lo if m[3] == "[" else v > lo) and (v <= hi if m[6] == "]" else v < hi)
+
+
+def _check_ranges(section: str, obj: Any, **ranges: str) -> None:
+    """Each named field of `obj` must lie in its range, written as the message shows it: '>= 1',
+    '> 0', '[0, 1)', '(0, 1]'; every element of a tuple field must. NaN and inf never do."""
+    for name, spec in ranges.items():
+        value = getattr(obj, name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and _in_range(v, spec)):
+                what = "every value of " if isinstance(value, tuple) else ""
+                raise ValueError(f"{what}{section}.{name} must be {'in ' if spec[0] in '[(' else ''}{spec}, "
+                                 f"got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -48,12 +76,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.backend in ("dali", "torch"), f"data.backend must be 'dali' or 'torch', got {self.backend!r}")
         _check(self.on_corrupt in ("error", "skip"), f"data.on_corrupt must be 'error' or 'skip', got {self.on_corrupt!r}")
-        _check(self.image_size > 0 and self.val_resize >= self.image_size,
-               f"need 0 < data.image_size <= data.val_resize, got {self.image_size}, {self.val_resize}")
-        _check(0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"data.crop_scale must be 0 < lo <= hi <= 1, got {self.crop_scale}")
-        _check(self.batch_size > 0, f"data.batch_size must be > 0, got {self.batch_size}")
-        _check(self.workers > 0, f"data.workers must be > 0, got {self.workers}")
-        _check(self.color_jitter >= 0, f"data.color_jitter must be >= 0, got {self.color_jitter}")
+        _check_ranges("data", self, image_size=">= 1", val_resize=">= 1", crop_scale="(0, 1]", color_jitter=">= 0",
+                      mean="[0, 255]", std="> 0", batch_size=">= 1", workers=">= 1", seed=">= 0")
+        _check(self.val_resize >= self.image_size,
+               f"data.val_resize ({self.val_resize}) must be >= data.image_size ({self.image_size})")
+        _check(self.crop_scale[0] <= self.crop_scale[1], f"data.crop_scale must be [lo, hi] with lo <= hi, got {self.crop_scale}")
 
 
 @dataclass(frozen=True)
@@ -68,9 +95,7 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         _check(self.policy in POLICY_NAMES or self.policy.endswith(".json"),
                f"augment.policy must be one of {POLICY_NAMES} or a .json policy file, got {self.policy!r}")
-        _check(self.copies >= 1, f"augment.copies (M) must be >= 1, got {self.copies}")
-        _check(0 <= self.randaugment_m <= 9, f"augment.randaugment_m must be in 0..9, got {self.randaugment_m}")
-        _check(self.randaugment_n >= 1, f"augment.randaugment_n must be >= 1, got {self.randaugment_n}")
+        _check_ranges("augment", self, copies=">= 1", randaugment_n=">= 1", randaugment_m="[0, 9]")
 
 
 @dataclass(frozen=True)
@@ -97,11 +122,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.model in MODELS, f"train.model must be one of {MODELS}, got {self.model!r}")
-        _check(self.epochs >= 0, f"train.epochs must be >= 0, got {self.epochs}")
-        _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _check(self.schedule in ("cosine", "constant"), f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        _check(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        _check(self.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        _check_ranges("train", self, epochs=">= 1", lr="> 0", lr_ref_batch=">= 1", warmup_epochs=">= 0",
+                      momentum="[0, 1)", weight_decay=">= 0", label_smoothing="[0, 1)", seed=">= 0",
+                      steps_per_epoch=">= 0", log_interval=">= 1", checkpoint_every_steps=">= 0")
+        _check(self.momentum > 0 or not self.nesterov, "train.nesterov needs train.momentum > 0: set one of them")
 
 
 @dataclass(frozen=True)
@@ -137,12 +162,12 @@ class AWSConfig:
     def __post_init__(self) -> None:
         _check(self.parametrisation in ("joint", "factorised"),
                f"aws.parametrisation must be 'joint' or 'factorised', got {self.parametrisation!r}")
-        _check(0 < self.quorum <= 1, f"aws.quorum must be in (0, 1], got {self.quorum}")
-        _check(self.trajectories_per_round >= 1, "aws.trajectories_per_round must be >= 1")
-        _check(1 <= self.reward_top_k, "aws.reward_top_k must be >= 1")
+        _check_ranges("aws", self, shared_epochs=">= 1", finetune_epochs=">= 1", finetune_lr="> 0", reward_top_k=">= 1",
+                      rounds=">= 1", trajectories_per_round=">= 1", quorum="(0, 1]", policy_lr="> 0",
+                      policy_lr_warmup_rounds=">= 0", adam_betas="[0, 1)", ppo_clip="(0, 1)", ppo_epochs=">= 1",
+                      ppo_kl_stop="> 0", baseline_momentum="[0, 1)", final_epochs=">= 1")
         _check(self.finetune_epochs >= self.reward_top_k,
                f"aws.finetune_epochs ({self.finetune_epochs}) must be >= aws.reward_top_k ({self.reward_top_k})")
-        _check(0 <= self.baseline_momentum < 1, "aws.baseline_momentum must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -159,7 +184,8 @@ class AdvAAConfig:
     entropy_weight: float = 1e-5
 
     def __post_init__(self) -> None:
-        _check(self.num_policies >= 1 and self.sub_policies >= 1, "advaa.num_policies and advaa.sub_policies must be >= 1")
+        _check_ranges("advaa", self, num_policies=">= 1", sub_policies=">= 1", ops_per_sub_policy=">= 1",
+                      num_magnitudes=">= 1", hidden=">= 1", embedding=">= 1", lr="> 0", entropy_weight=">= 0")
 
 
 @dataclass(frozen=True)
@@ -185,7 +211,10 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         _check(self.executor in ("slurm", "local", "inline"), f"cluster.executor must be slurm|local|inline, got {self.executor!r}")
-        _check(self.nodes >= 1 and self.gpus_per_node >= 0, "cluster.nodes must be >= 1 and cluster.gpus_per_node >= 0")
+        # checked here, not by sbatch: a bad value would otherwise fail half-way through a chain
+        _check_ranges("cluster", self, nodes=">= 1", gpus_per_node=">= 0", cpus_per_task=">= 1", mem_gb=">= 0",
+                      finetune_gpus=">= 0", array_parallelism=">= 0", time_shared=">= 1", time_finetune=">= 1",
+                      time_update=">= 1", time_final=">= 1")
 
 
 @dataclass(frozen=True)
@@ -249,23 +278,38 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, f"{where}{name}.")
         elif isinstance(default, tuple):
-            kwargs[name] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            kwargs[name] = _tuple(default, value, where + name)
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{where}{name} must be true or false, got {value!r}")
             kwargs[name] = value
         elif isinstance(default, (int, float)):
-            value = _yaml_number(value)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{where}{name} must be a number, got {value!r}")
-            if isinstance(default, int) and value != int(value):
-                raise ValueError(f"{where}{name} must be an integer, got {value!r}")
-            kwargs[name] = type(default)(value)
+            kwargs[name] = _number(default, value, where + name)
         elif isinstance(default, str) and not isinstance(value, str):
             raise ValueError(f"{where}{name} must be a string, got {value!r}")
         else:
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def _number(default: int | float, value: Any, key: str) -> int | float:
+    """`value` as the type of `default`; the range checks are the dataclasses' own."""
+    value = _yaml_number(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
+    if isinstance(default, int) and value != int(value):
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    return type(default)(value)
+
+
+def _tuple(default: tuple[Any, ...], value: Any, key: str) -> tuple[Any, ...]:
+    """A list for a tuple field; a numeric one (data.mean, aws.adam_betas, ...) keeps its length."""
+    items = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if not default or not all(isinstance(d, (int, float)) for d in default):
+        return items
+    if len(items) != len(default):
+        raise ValueError(f"{key} must be a list of {len(default)} numbers, got {value!r}")
+    return tuple(_number(d, v, f"{key}[{i}]") for i, (d, v) in enumerate(zip(default, items)))
 
 
 def _yaml_number(value: Any) -> Any:

@@ -48,9 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- validation
 def validate(cfg: Config, stage: str, ids: Sequence[int] | None, round_: int | None, policy: str | None) -> None:
-    """Fail before anything is submitted: data dir, policies, array range, round, cluster."""
+    """Fail before anything is submitted: data dir, policies, array range, round, cluster.
+    (Every config value was range-checked when the config loaded: hpcaug/config.py.)"""
     from hpcaug.search.jobs import check_array
 
+    if round_ is not None and stage not in ("finetune", "update"):
+        raise ValueError(f"--round is for --stage finetune or update, not {stage}")
+    if stage == "advaa":
+        from hpcaug.search.advaa import validate_advaa_config
+
+        validate_advaa_config(cfg)  # else the job itself would refuse, after its submission
     if stage in ("shared", "finetune", "final", "search", "advaa"):
         check_data(cfg)
     if cfg.augment.policy.endswith(".json") and stage in ("search", "final", "advaa"):

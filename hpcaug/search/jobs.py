@@ -33,27 +33,42 @@ ALIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "
 
 
 # ---------------------------------------------------------------- array specs
+_ARRAY_SYNTAX = ("SLURM array syntax is comma-separated ids (>= 0) or ranges START-END[:STEP], then an "
+                 "optional %K throttle, e.g. 0-499%20, 0,3,5-7 or 0-15:4")
+_ARRAY_PART = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
+
+
 def parse_array(spec: str) -> tuple[list[int], int]:
-    """'0-499%20' -> (ids, throttle); also '3', '0-3,8,10-11'. Throttle 0 = none."""
-    m = re.fullmatch(r"\s*([0-9,\- ]+?)\s*(?:%\s*(\d+))?\s*", spec)
-    if not m:
-        raise ValueError(f"--array {spec!r}: expected SLURM array syntax like 0-499 or 0-19%4 or 0,3,5-7")
+    """'0-499%20' -> (ids, throttle); also '3', '0-3,8,10-11', '0-15:4'. Throttle 0 = none."""
+    body, pct, throttle = (x.strip() for x in spec.partition("%"))
+    if pct and not throttle.isdigit():
+        raise ValueError(f"--array {spec!r}: the throttle after % must be a whole number, got {throttle!r}; {_ARRAY_SYNTAX}")
+    if pct and int(throttle) < 1:
+        raise ValueError(f"--array {spec!r}: the %K throttle must be >= 1 (leave it out for no limit)")
     ids: list[int] = []
-    for part in m.group(1).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = (int(x) for x in part.split("-", 1))
-            if b < a:
-                raise ValueError(f"--array {spec!r}: range {part} is empty (end < start)")
-            ids.extend(range(a, b + 1))
-        else:
-            ids.append(int(part))
-    if not ids:
-        raise ValueError(f"--array {spec!r} names no trajectory")
-    throttle = int(m.group(2)) if m.group(2) else 0
-    return sorted(set(ids)), throttle
+    for part in (p.strip() for p in body.split(",")):
+        m = _ARRAY_PART.fullmatch(part)
+        if not m:
+            raise ValueError(f"--array {spec!r}: {_array_part_error(part)}; {_ARRAY_SYNTAX}")
+        a = int(m[1])
+        b = a if m[2] is None else int(m[2])
+        step = 1 if m[3] is None else int(m[3])
+        if b < a:
+            raise ValueError(f"--array {spec!r}: range {part} is empty (END < START)")
+        if step < 1:
+            raise ValueError(f"--array {spec!r}: range {part} has step {step}; the :STEP must be >= 1")
+        ids.extend(range(a, b + 1, step))
+    return sorted(set(ids)), int(throttle or 0)
+
+
+def _array_part_error(part: str) -> str:
+    if not part:
+        return "an empty element (two commas, or a comma at an end)"
+    if part.startswith("-"):
+        return f"{part!r} is negative: array ids are >= 0"
+    if part.count("-") > 1:
+        return f"{part!r} has {part.count('-')} '-': a range is START-END[:STEP], one '-'"
+    return f"{part!r} is not an id or a range START-END[:STEP]"
 
 
 def split_by_round(ids: Sequence[int], per_round: int) -> dict[int, list[int]]:
