@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -38,6 +39,16 @@ def test_dali_cpu_pipeline_runs():
     p.build()
     (out,) = p.run()
     assert len(out) == 4 and out.as_array().shape == (4, 8, 8, 3)
+
+
+@pytest.mark.parametrize("module", ["data_prep.fashion_mnist", "data_prep.imagenet"])
+def test_data_prep_runs_from_any_directory(tmp_path, module):
+    """data_prep is installed with hpcaug: `python -m data_prep.X` works outside the repo too."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "--out" in proc.stdout
 
 
 HVD_SCRIPT = """
