@@ -8,9 +8,13 @@ depend on which worker made it.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 import warnings
 from typing import Any, Iterator, Sequence
@@ -127,7 +131,7 @@ class _WorkerContext(multiprocessing.context.ForkServerContext):
     Process = _WorkerProcess  # type: ignore[assignment]
 
 
-def _worker_context() -> Any:
+def _worker_context() -> tuple[Any, int]:
     """DataLoader workers come from Python's forkserver: a process started fresh (fork + exec)
     that only imports this module, and forks a worker per request. A worker forked from *this*
     process would inherit whatever it holds: a DALI pipeline (DALI's threads are gone in the
@@ -135,11 +139,41 @@ def _worker_context() -> Any:
     DALI's destructor blocks for ever), locks held by other threads, Horovod/OpenMP state.
     The preload makes a worker start in milliseconds; if other code started the forkserver
     without it, workers import torch themselves (slower, just as safe). Workers do not re-run
-    the parent's main script (see _skip_main_in_workers)."""
+    the parent's main script (see _skip_main_in_workers).
+
+    Returns the context and the forkserver's pid (workers tie their life to it: _die_with_server)."""
+    from multiprocessing import forkserver
+
     _skip_main_in_workers()
     ctx = _WorkerContext()
     ctx.set_forkserver_preload(["hpcaug.data._torch", "hpcaug.ops.torch_backend"])
-    return ctx
+    forkserver.ensure_running()
+    return ctx, int(forkserver._forkserver._forkserver_pid)  # type: ignore[attr-defined]
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_server(server_pid: int, worker_id: int) -> None:
+    """DataLoader worker_init_fn: a worker must not outlive the process that loads the data.
+
+    The forkserver exits when every holder of its "alive" pipe is gone, and each worker it
+    forks inherits that pipe's write end; a worker's torch watchdog in turn watches only its
+    parent, the forkserver. So after the loading process was killed, server and workers kept
+    each other alive for ever (seen: orphans of killed Horovod ranks, ~855 MB each). The
+    worker closes its copy of the pipe (the server then exits with the loading process) and
+    asks the kernel for SIGKILL when the server exits; if the server is already gone it exits.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # type: ignore[attr-defined]
+    if server._forkserver_alive_fd is not None:  # our workers start no processes of their own
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != server_pid:  # the server died before the prctl: no signal will come
+        os._exit(1)
 
 
 class _Steps(Dataset):
@@ -235,9 +269,11 @@ class _TorchLoader(LoaderBase):
         ds = _Steps(self.cfg, self.split, steps, self.policies, self.epoch, self.rank, self.train, self.reader.bad)
         workers = d.workers if len(steps) - start > 1 else 0
         timeout = worker_timeout() if workers else 0
+        ctx, server = _worker_context() if workers else (None, 0)
         dl = DataLoader(ds, batch_size=None, sampler=range(start, len(steps)), num_workers=workers,
                         pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers else None,
-                        multiprocessing_context=_worker_context() if workers else None, timeout=timeout)
+                        multiprocessing_context=ctx, timeout=timeout,
+                        worker_init_fn=functools.partial(_die_with_server, server) if workers else None)
         mean = torch.tensor(d.mean, device=self.device).view(1, 3, 1, 1)
         inv_std = 1.0 / torch.tensor(d.std, device=self.device).view(1, 3, 1, 1)
         dtype = torch.float16 if d.fp16 else torch.float32
