@@ -8,7 +8,7 @@ normalise to float NCHW; the same batch size and the same number of worker threa
 (DALI threads = DataLoader worker processes = --workers). Rounds alternate between the two
 (the machine may be shared) and each side's best round counts.
 
-    python benchmarks/loader.py [--images 384] [--workers 2] [--batch 64] [--rounds 3]
+    python benchmarks/loader.py [--images 384] [--workers 2] [--batch 64] [--rounds 3] [--read-ahead 2]
 
 Last line: `RESULT loader_dali_cpu <ours> img/s vs torchvision_dataloader <theirs> img/s ratio=<r>`.
 On a GPU machine add --device cuda (ours decodes with nvJPEG, `mixed`); the torchvision side
@@ -81,7 +81,8 @@ def ours(prepared: Path, args: argparse.Namespace) -> tuple[Callable[[], int], C
     from hpcaug.ops.policy import AWSPolicy
 
     cfg = Config().replace(**{"data.dir": str(prepared), "data.backend": "dali", "data.batch_size": args.batch,
-                              "data.workers": args.workers, "data.image_size": 224, "data.color_jitter": 0.0})
+                              "data.workers": args.workers, "data.image_size": 224, "data.color_jitter": 0.0,
+                              "data.read_ahead": args.read_ahead})
     loader = build_train_loader(cfg, [AWSPolicy.uniform()], 0, 1, args.device)
 
     def epoch() -> int:
@@ -145,6 +146,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="timed epochs per side (alternating), best counts")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--read-ahead", type=int, default=2, help="data.read_ahead of our loader (0 = read on the "
+                    "training thread)")
     args = ap.parse_args(list(argv) if argv is not None else None)
     torch.set_num_threads(1)  # the main process only collects batches on both sides
     with tempfile.TemporaryDirectory(prefix="hpcaug-bench-") as tmp:

@@ -69,6 +69,7 @@ class DataConfig:
     std: tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
     batch_size: int = 256  # N images per rank per step, before the M-fold enlargement
     workers: int = 4  # DALI CPU threads / DataLoader workers per rank
+    read_ahead: int = 2  # DALI loaders: steps whose files a background thread reads ahead (0 = on the training thread)
     fp16: bool = False  # emit float16 tensors
     on_corrupt: str = "error"  # error | skip: what an undecodable JPEG does
     seed: int = 0
@@ -77,7 +78,8 @@ class DataConfig:
         _check(self.backend in ("dali", "torch"), f"data.backend must be 'dali' or 'torch', got {self.backend!r}")
         _check(self.on_corrupt in ("error", "skip"), f"data.on_corrupt must be 'error' or 'skip', got {self.on_corrupt!r}")
         _check_ranges("data", self, image_size=">= 1", val_resize=">= 1", crop_scale="(0, 1]", color_jitter=">= 0",
-                      mean="[0, 255]", std="> 0", batch_size=">= 1", workers=">= 1", seed=">= 0")
+                      mean="[0, 255]", std="> 0", batch_size=">= 1", workers=">= 1", read_ahead=">= 0",
+                      seed=">= 0")
         _check(self.val_resize >= self.image_size,
                f"data.val_resize ({self.val_resize}) must be >= data.image_size ({self.image_size})")
         _check(self.crop_scale[0] <= self.crop_scale[1], f"data.crop_scale must be [lo, hi] with lo <= hi, got {self.crop_scale}")

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +209,133 @@ def test_dali_and_torch_loaders_read_the_same_order(imagenet_data: Path) -> None
     e4, e5 = out["dali"]
     assert len(e4) == len(e5) == 5 and e4 != e5
     assert all(len({i for rows, _ in e for i in rows}) == 20 for e in (e4, e5))  # rank 1's half, no repeats
+
+
+# ------------------------------------------------------------------------------ read-ahead (DALI)
+def _timed_epoch(loader, step_s: float) -> tuple[list[Batch], list[float]]:  # noqa: ANN001
+    """An epoch with a `step_s` training step after each batch; returns the batches and the
+    time the loop waited for each one."""
+    batches, waits = [], []
+    it = iter(loader)
+    while True:
+        t = time.perf_counter()
+        try:
+            b = next(it)
+        except StopIteration:
+            return batches, waits
+        waits.append(time.perf_counter() - t)
+        batches.append(b)
+        time.sleep(step_s)  # the training step
+
+
+def test_dali_reads_files_ahead_of_the_training_step(imagenet_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of the next steps are read while the training step runs (a slow parallel file
+    system: 50 ms per file), not inside the loader's next(); the batches, and a resume in the
+    middle of the epoch, are the same with and without read-ahead."""
+    from hpcaug.data import _common
+
+    def slow_read(self, row: int):  # noqa: ANN001, ANN202  a real read behind a slow file system
+        time.sleep(0.05)
+        return _common.read_encoded(self.paths[row])
+
+    read_on: list[str] = []
+    plain_read = _common.ImageReader.read
+
+    def read(self, rows):  # noqa: ANN001, ANN202
+        read_on.append(threading.current_thread().name)
+        return plain_read(self, rows)
+
+    monkeypatch.setattr(_common.ImageReader, "_read", slow_read)
+    monkeypatch.setattr(_common.ImageReader, "read", read)
+    policies = _aws_policies("dali", 2)
+    cfg = _cfg(imagenet_data, "dali", seed=3).replace(**{"train.steps_per_epoch": 8})
+    runs = {}
+    for depth in (0, 2):
+        read_on.clear()
+        loader = build_train_loader(cfg.replace(**{"data.read_ahead": depth}), policies, 0, 1, "cpu")
+        batches, waits = _timed_epoch(loader, step_s=0.25)
+        loader.close()
+        runs[depth] = batches, statistics.median(waits[2:])  # after the pipeline's own prefetch
+        main = threading.main_thread().name
+        assert (set(read_on) == {main}) if depth == 0 else (main not in read_on), (depth, set(read_on))
+    (sync, wait_sync), (ahead, wait_ahead) = runs[0], runs[2]
+    # 4 files x 50 ms over 2 reader threads = 100 ms of reading per step, hidden by read-ahead
+    assert wait_ahead < 0.5 * wait_sync, f"wait per step: {wait_ahead * 1e3:.0f} ms with read-ahead, " \
+                                         f"{wait_sync * 1e3:.0f} ms without"
+    for key in ("indices", "labels", "choices", "copy_ids"):
+        assert torch.equal(torch.cat([getattr(b, key) for b in sync]), torch.cat([getattr(b, key) for b in ahead]))
+
+    first = build_train_loader(cfg, policies, 0, 1, "cpu")  # killed after 3 steps, steps 4-5 read ahead
+    part = []
+    for b in first:
+        part.append(b)
+        if len(part) == 3:
+            break
+    again = build_train_loader(cfg, policies, 0, 1, "cpu")
+    again.load_state_dict(first.state_dict())
+    got = part + _epoch(again)
+    for key in ("indices", "choices"):
+        assert torch.equal(torch.cat([getattr(b, key) for b in got]), torch.cat([getattr(b, key) for b in ahead]))
+    first.close()
+    again.close()
+
+
+# ------------------------------------------------------------------------------ output format
+def test_image_dtype_follows_amp_on_cuda_only() -> None:
+    from hpcaug.data._common import image_dtype
+
+    cfg = Config()
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")  # a device object needs no GPU
+    assert image_dtype(cfg, cuda) == torch.float16  # train.amp is on by default
+    assert image_dtype(cfg.replace(**{"train.amp": False}), cuda) == torch.float32
+    assert image_dtype(cfg, cpu) == torch.float32  # CPU training runs in float32
+    assert image_dtype(cfg.replace(**{"data.fp16": True}), cpu) == torch.float16
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("m", [1, 2])
+def test_channels_last_output_has_the_same_pixels(imagenet_data: Path, backend: str, m: int) -> None:
+    """On CUDA (train.channels_last) the loaders emit NHWC memory under the NCHW shape, so the
+    model's channels_last copy is free; forced here on the CPU, same pixels as CHW output."""
+    cfg = _cfg(imagenet_data, backend, seed=2).replace(**{"train.steps_per_epoch": 2})
+    policies = _aws_policies(backend, m)
+    out = {}
+    for cl in (False, True):
+        loader = build_train_loader(cfg, policies, 0, 1, "cpu")
+        assert loader.channels_last is False  # decided from the device: only CUDA
+        loader.channels_last = cl
+        out[cl] = _epoch(loader)
+        loader.close()
+    for a, b in zip(out[False], out[True]):
+        assert b.images.shape == a.images.shape == (4 * m, 3, 32, 32)
+        assert b.images.is_contiguous(memory_format=torch.channels_last) and a.images.is_contiguous()
+        assert torch.equal(a.images, b.images) and torch.equal(a.indices, b.indices)
+
+
+def test_dali_decoder_memory_hints(imagenet_data: Path) -> None:
+    """The nvJPEG hints (NVIDIA's ResNet-50 values) go to `mixed` decoders only; DALI accepts
+    them (its CPU decoder takes and ignores the same arguments, so a typo would fail here)."""
+    from nvidia.dali import backend as dali_backend
+
+    from hpcaug.data._dali import _decoder_hints, _Format, _train_pipeline, _val_pipeline
+
+    hints = _decoder_hints("mixed")
+    assert _decoder_hints("cpu") == {} and set(hints) == {"device_memory_padding", "host_memory_padding",
+                                                          "preallocate_width_hint", "preallocate_height_hint"}
+    for op in ("decoders__Image", "decoders__ImageRandomCrop"):
+        assert all(dali_backend.GetSchema(op).HasArgument(k) for k in hints)
+    loader = build_val_loader(_cfg(imagenet_data, "dali"), 0, 1, "cpu")
+    assert loader._format().decode == "cpu" and loader._format().hints == {}
+    buf = np.fromfile(DatasetIndex.open(imagenet_data).split("train").abs_files()[0], np.uint8)
+    feed = lambda: ([buf] * 2, *([[np.array([0], np.int64)] * 2] * 3))  # noqa: E731
+    fmt = _Format("cpu", True, True, hints)
+    for pipe in (_train_pipeline(loader.cfg, feed, [None], fmt, batch_size=2, num_threads=1, device_id=None),
+                 _train_pipeline(loader.cfg, feed, [None, None], fmt, batch_size=2, num_threads=1, device_id=None),
+                 _val_pipeline(loader.cfg, feed, fmt, batch_size=2, num_threads=1, device_id=None)):
+        pipe.build()
+        assert pipe.run()[0].as_tensor().shape() == [2, 32, 32, 3]  # HWC
+        del pipe
+    loader.close()
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -2,11 +2,14 @@
 per-step programs, and the epoch/step bookkeeping that makes a loader resumable."""
 from __future__ import annotations
 
+import collections
+import functools
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,17 +19,20 @@ from hpcaug.config import Config
 from . import _plan
 from .index import SplitList
 
-__all__ = ["Batch", "CorruptImageError", "ImageReader", "StepInput", "LoaderBase", "policy_steps", "sample_programs"]
+__all__ = ["Batch", "CorruptImageError", "ImageReader", "StepInput", "StepReader", "LoaderBase", "policy_steps",
+           "sample_programs", "to_device"]
 
 
 @dataclass
 class Batch:
     """One step of a loader. Row `n * M + m` is image n under policy (copy) m.
 
-    images: float32/float16 [N*M, 3, S, S], normalised, on the loader's device;
-    labels, choices, copy_ids, indices: int64 [N*M] (indices = rows of the split list, for
-    checks and bookkeeping). N can be smaller than data.batch_size in the val loader's last
-    step(s) and when data.on_corrupt=skip dropped samples.
+    images: float32/float16 [N*M, 3, S, S], normalised, on the loader's device (on CUDA with
+    channels_last memory when train.channels_last); labels, copy_ids: int64 [N*M] on the
+    loader's device; choices, indices: int64 [N*M] always on the CPU (bookkeeping: counting
+    them needs no device sync; indices = rows of the split list). N can be smaller than
+    data.batch_size in the val loader's last step(s) and when data.on_corrupt=skip dropped
+    samples.
     """
 
     images: torch.Tensor
@@ -153,6 +159,58 @@ class ImageReader:
         self._pool.shutdown(wait=False)
 
 
+class StepReader:
+    """Hands out the StepInputs of one epoch in order, preparing (reading + checking the files,
+    sampling the programs) up to `depth` steps ahead of the one being taken on `pool`, a
+    single background thread, so that file reading overlaps the training step instead of
+    running inside it. depth 0 (or no pool): each step is prepared when taken, on the caller's
+    thread. A step's error (CorruptImageError) is raised when that step is taken.
+    """
+
+    def __init__(self, prepare: Callable[[int], StepInput], start: int, end: int, depth: int,
+                 pool: ThreadPoolExecutor | None) -> None:
+        self._prepare, self._next, self._end = prepare, start, end
+        self._depth = depth if pool is not None else 0
+        self._pool = pool
+        self._ahead: collections.deque[Future[StepInput]] = collections.deque()
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._ahead) < self._depth and self._next < self._end:
+            self._ahead.append(self._pool.submit(self._prepare, self._next))  # type: ignore[union-attr]
+            self._next += 1
+
+    def take(self) -> StepInput | None:
+        """The next step's input, or None after the epoch's last step."""
+        if self._ahead:
+            fut = self._ahead.popleft()
+            self._fill()  # keep `depth` steps in flight while this one is finished and used
+            return fut.result()
+        if self._next >= self._end:
+            return None
+        self._next += 1
+        return self._prepare(self._next - 1)
+
+    def cancel(self) -> None:
+        """Drop the steps read ahead (a rebuilt pipeline or an abandoned epoch re-reads them)."""
+        for fut in self._ahead:
+            fut.cancel()
+        self._ahead.clear()
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`; to CUDA through pinned memory without blocking the host."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def image_dtype(cfg: Config, device: torch.device) -> torch.dtype:
+    """float16 with data.fp16, and on CUDA under train.amp (autocast casts the first layer's
+    input to half precision anyway; fp16 holds normalised pixels finer than one grey level)."""
+    return torch.float16 if cfg.data.fp16 or (device.type == "cuda" and cfg.train.amp) else torch.float32
+
+
 def policy_steps(policies: Sequence[Any]) -> tuple[int, ...]:
     """K (program steps) of each policy, read from a one-sample draw."""
     return tuple(int(p.sample(1, torch.Generator().manual_seed(0)).op_ids.shape[1]) for p in policies)
@@ -195,6 +253,11 @@ class LoaderBase:
         self.seed = cfg.data.seed
         self.epoch = 0
         self.step = 0
+        # image format: float16 under AMP on CUDA; channels_last memory where the model uses it
+        self.dtype = image_dtype(cfg, self.device)
+        self.channels_last = self.device.type == "cuda" and cfg.train.channels_last
+        self.read_ahead = cfg.data.read_ahead
+        self._ahead_pool: ThreadPoolExecutor | None = None
         self.reader = ImageReader(split, cfg.data.on_corrupt, cfg.data.workers)
         self.reader.check_paths()
 
@@ -261,26 +324,26 @@ class LoaderBase:
         raise NotImplementedError
 
     # ---- helpers for the backends ----
-    def _prepare(self, steps: list[np.ndarray], step: int, policies: Sequence[Any]) -> StepInput:
+    def _prepare(self, steps: list[np.ndarray], epoch: int, policies: Sequence[Any], step: int) -> StepInput:
         rows, bufs = self.reader.read(steps[step])
-        programs = sample_programs(policies, len(rows), self.seed, self.epoch, self.rank, step) if policies else []
+        programs = sample_programs(policies, len(rows), self.seed, epoch, self.rank, step) if policies else []
         return StepInput(step=step, indices=rows, labels=self.split.labels[rows], encoded=bufs, programs=programs)
 
-    def _meta(self, inp: StepInput, copies: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """labels, choices, copy_ids, indices [n*M] for row n*M+m."""
-        n = len(inp.indices)
-        labels = torch.from_numpy(inp.labels).repeat_interleave(copies)
-        indices = torch.from_numpy(inp.indices).repeat_interleave(copies)
-        if inp.programs:
-            choices = torch.stack([torch.as_tensor(p.choice, dtype=torch.int64).reshape(n) for p in inp.programs], 1)
-            choices = choices.reshape(n * copies)
-        else:
-            choices = torch.full((n * copies,), -1, dtype=torch.int64)
-        copy_ids = torch.arange(copies, dtype=torch.int64).repeat(n)
-        dev = self.device
-        return labels.to(dev), choices.to(dev), copy_ids.to(dev), indices.to(dev)
+    def _step_reader(self, steps: list[np.ndarray], start: int) -> StepReader:
+        """The steps of the current epoch from `start` on, read `self.read_ahead` steps ahead.
+        The epoch and the policies are bound now, so a step read ahead is the step a resumed
+        loader would read (same rows, same programs)."""
+        if self.read_ahead > 0 and self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpcaug-read-ahead")
+        # through a weak proxy: the reader lives in the DALI feed, which the pipeline holds
+        prepare = functools.partial(LoaderBase._prepare, weakref.proxy(self), steps, self.epoch,
+                                    tuple(getattr(self, "policies", ())))
+        return StepReader(prepare, start, len(steps), self.read_ahead, self._ahead_pool)
 
     def close(self) -> None:
+        if self._ahead_pool is not None:
+            self._ahead_pool.shutdown(wait=False, cancel_futures=True)
+            self._ahead_pool = None
         self.reader.close()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import warnings
 import weakref
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from hpcaug.config import Config
 
-from ._common import Batch, CorruptImageError, LoaderBase, TrainPolicies, StepInput, policy_steps
+from ._common import Batch, CorruptImageError, LoaderBase, StepInput, StepReader, TrainPolicies, policy_steps, to_device
 from .index import SplitList
 
 __all__ = ["DaliTrainLoader", "DaliValLoader", "decode_device", "pipelines_alive"]
@@ -62,23 +63,51 @@ def _device_id(device: torch.device) -> int | None:
 
 
 def _to_torch(tl: Any, device: torch.device) -> torch.Tensor:
-    """A dense DALI TensorList -> a torch tensor of its own (copied) on `device`."""
+    """A dense DALI TensorList -> a torch tensor of its own (copied): a GPU list (images with
+    `mixed` decode) on `device`, copied on torch's current stream without a host sync; a CPU
+    list (labels etc., all outputs in CPU mode) on the CPU."""
+    from nvidia.dali.backend import TensorListGPU
     from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
-    from nvidia.dali.backend import TensorListGPU
-
     t = tl.as_tensor()
-    on_gpu = isinstance(tl, TensorListGPU)  # images with `mixed` decode; labels etc. stay on the CPU
+    on_gpu = isinstance(tl, TensorListGPU)
     out = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=device if on_gpu else "cpu")
     feed_ndarray(t, out, cuda_stream=torch.cuda.current_stream(device) if on_gpu else None)
-    return out if on_gpu else out.to(device, non_blocking=True)
+    return out
+
+
+def _decoder_hints(decode: str) -> dict[str, int]:
+    """nvJPEG memory hints from NVIDIA's ResNet-50 DALI examples: padded device/host buffers and
+    a preallocation for the largest ImageNet image (5980 x 6430, hardware decoder), so that the
+    buffers are not reallocated (a sync) whenever a bigger image arrives. `mixed` only."""
+    if decode != "mixed":
+        return {}
+    return {"device_memory_padding": 211025920, "host_memory_padding": 140544512,
+            "preallocate_width_hint": 5980, "preallocate_height_hint": 6430}
+
+
+@dataclass(frozen=True)
+class _Format:
+    """How a pipeline decodes and what it emits: `mixed`/`cpu` decode, image dtype, and HWC
+    (becomes channels_last NCHW by a free permute) or CHW."""
+
+    decode: str
+    fp16: bool
+    hwc: bool
+    hints: dict[str, int] = field(default_factory=dict)
+
+    def normalize(self, x: Any, **kw: Any) -> Any:
+        from nvidia.dali import fn, types
+
+        return fn.crop_mirror_normalize(x, dtype=types.FLOAT16 if self.fp16 else types.FLOAT,
+                                        output_layout="HWC" if self.hwc else "CHW", **kw)
 
 
 def _dali_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([0xDA11, *map(int, parts)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, bool] | None], dev: str,
+def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, bool] | None], fmt: _Format,
                     **kw: Any) -> Any:
     """The train pipeline: decode -> per copy (random resized crop, colour, program, flip +
     normalise). `steps[m]` = (K, may use SamplePairing) of copy m's programs, None for none."""
@@ -89,7 +118,7 @@ def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, bool] |
     area = [float(d.crop_scale[0]), float(d.crop_scale[1])]
     ratio = [3.0 / 4.0, 4.0 / 3.0]
     s = d.image_size
-    out_dtype = types.FLOAT16 if d.fp16 else types.FLOAT
+    dev = fmt.decode
 
     @pipeline_def(enable_conditionals=True)
     def pipe() -> Any:
@@ -101,10 +130,10 @@ def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, bool] |
         if copies == 1:  # decode only the crop window (libjpeg-turbo / nvJPEG ROI decode)
             crops = [fn.resize(fn.decoders.image_random_crop(enc, device=dev, output_type=types.RGB,
                                                              random_area=area, random_aspect_ratio=ratio,
-                                                             num_attempts=10),
+                                                             num_attempts=10, **fmt.hints),
                                resize_x=s, resize_y=s)]
         else:  # decode once, then an independent crop per copy
-            img = fn.decoders.image(enc, device=dev, output_type=types.RGB)
+            img = fn.decoders.image(enc, device=dev, output_type=types.RGB, **fmt.hints)
             crops = [fn.random_resized_crop(img, size=(s, s), random_area=area, random_aspect_ratio=ratio,
                                             num_attempts=10) for _ in range(copies)]
         images = []
@@ -121,14 +150,13 @@ def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, bool] |
                 k, pairing = steps[m]
                 x = dali_backend.apply_program(x, outs[j], outs[j + 1], num_steps=k, sample_pairing=pairing)
             mirror = fn.random.coin_flip() if d.flip else 0
-            images.append(fn.crop_mirror_normalize(x, dtype=out_dtype, output_layout="CHW", mean=list(d.mean),
-                                                   std=list(d.std), mirror=mirror))
+            images.append(fmt.normalize(x, mean=list(d.mean), std=list(d.std), mirror=mirror))
         return (*images, labels, choices, rows)
 
     return pipe(**kw)
 
 
-def _val_pipeline(cfg: Config, source: Any, dev: str, **kw: Any) -> Any:
+def _val_pipeline(cfg: Config, source: Any, fmt: _Format, **kw: Any) -> Any:
     """The val pipeline: decode -> resize shorter side to data.val_resize -> centre crop -> normalise."""
     from nvidia.dali import fn, pipeline_def, types
 
@@ -138,10 +166,9 @@ def _val_pipeline(cfg: Config, source: Any, dev: str, **kw: Any) -> Any:
     def pipe() -> Any:
         enc, labels, choices, rows = fn.external_source(source=source, num_outputs=4, batch=True,
                                                         dtype=[types.UINT8, types.INT64, types.INT64, types.INT64])
-        x = fn.decoders.image(enc, device=dev, output_type=types.RGB)
+        x = fn.decoders.image(enc, device=fmt.decode, output_type=types.RGB, **fmt.hints)
         x = fn.resize(x, resize_shorter=d.val_resize)
-        x = fn.crop_mirror_normalize(x, dtype=types.FLOAT16 if d.fp16 else types.FLOAT, output_layout="CHW",
-                                     crop=(d.image_size, d.image_size), mean=list(d.mean), std=list(d.std))
+        x = fmt.normalize(x, crop=(d.image_size, d.image_size), mean=list(d.mean), std=list(d.std))
         return x, labels, choices, rows
 
     return pipe(**kw)
@@ -170,27 +197,36 @@ def _may_pair(policy: Any) -> bool:
 class _Feed:
     """The external_source callable: hands DALI the steps of one epoch in order.
 
-    `pending` holds the StepInput of every step handed to DALI and not yet returned by it;
-    steps whose samples were all skipped are queued with n == 0 and never reach DALI.
+    DALI calls it on the training thread (inside `pipe.run()`), so it only takes steps that
+    the loader's StepReader has read ahead on its background thread. `pending` holds the
+    StepInput of every step handed to DALI and not yet returned by it; steps whose samples
+    were all skipped are queued with n == 0 and never reach DALI.
     """
 
     def __init__(self, loader: "_DaliLoader", steps: list[np.ndarray], start: int) -> None:
         # a proxy, not a reference: loader -> pipeline -> feed -> loader would be a cycle that
         # keeps the pipeline (and its threads) alive until the garbage collector runs
         self.loader = weakref.proxy(loader)
+        self.reader: StepReader | None = None
         self.restart(steps, start)
 
     def restart(self, steps: list[np.ndarray], start: int) -> None:
         """Feed `steps` from `start` on (a new epoch on a reused pipeline)."""
-        self.steps, self.next = steps, start
+        self.cancel()
+        self.next = start  # the first step not yet handed to DALI
+        self.reader = self.loader._step_reader(steps, start)
         self.pending: collections.deque[StepInput] = collections.deque()
         self.error: Exception | None = None
 
+    def cancel(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+
     def __call__(self) -> tuple[Any, ...]:
+        assert self.reader is not None
         try:
-            while self.next < len(self.steps):
-                inp = self.loader._prepare(self.steps, self.next, self.loader.policies)
-                self.next += 1
+            while (inp := self.reader.take()) is not None:
+                self.next = inp.step + 1
                 self.pending.append(inp)
                 if len(inp.indices):
                     return self.loader._feed_arrays(inp)
@@ -285,9 +321,12 @@ class _DaliLoader(LoaderBase):
                 self.close_pipeline()
 
     def close_pipeline(self) -> None:
-        """Free the DALI pipeline (and its threads); the next epoch builds a new one. A process
-        that forks while a DALI pipeline lives can hang; the torch loader never forks this process."""
-        pipe, self._pipe, self._feed = self._pipe, None, None
+        """Free the DALI pipeline (and its threads) and drop the steps read ahead; the next
+        epoch builds a new one. A process that forks while a DALI pipeline lives can hang; the
+        torch loader never forks this process."""
+        pipe, feed, self._pipe, self._feed = self._pipe, self._feed, None, None
+        if feed is not None:
+            feed.cancel()
         if pipe is not None:
             _shutdown(pipe)
 
@@ -316,24 +355,33 @@ class _DaliLoader(LoaderBase):
                 raise e from err
         return feed.pending[0].step if feed.pending else feed.next
 
+    def _format(self) -> _Format:
+        decode = decode_device(self.device)
+        return _Format(decode, self.dtype == torch.float16, self.channels_last, _decoder_hints(decode))
+
     def _empty(self, inp: StepInput) -> Batch:
         s = self.cfg.data.image_size
-        dt = torch.float16 if self.cfg.data.fp16 else torch.float32
-        z = torch.zeros(0, dtype=torch.int64, device=self.device)
-        return Batch(torch.zeros(0, 3, s, s, dtype=dt, device=self.device), z, z.clone(), z.clone(), z.clone())
+        z = torch.zeros(0, dtype=torch.int64)
+        return Batch(torch.zeros(0, 3, s, s, dtype=self.dtype, device=self.device), z.clone().to(self.device),
+                     z.clone(), z.clone().to(self.device), z.clone())
 
     def _batch(self, outs: Any, inp: StepInput) -> Batch:
+        """Batch from the pipeline's outputs: images stay where DALI made them (no host sync);
+        labels, choices and rows are CPU outputs: the rows are checked on the CPU, the labels
+        go to the device through pinned memory."""
         copies = self.copies
         imgs = [_to_torch(o, self.device) for o in outs[:copies]]
         n = imgs[0].shape[0]
         images = imgs[0] if copies == 1 else torch.stack(imgs, 1).reshape(n * copies, *imgs[0].shape[1:])
+        if self.channels_last:  # [N*M, S, S, 3] -> NCHW shape over NHWC memory (channels_last), no copy
+            images = images.permute(0, 3, 1, 2)
         labels = _to_torch(outs[copies], self.device).reshape(n)
         choices = _to_torch(outs[copies + 1], self.device).reshape(n * copies)
         rows = _to_torch(outs[copies + 2], self.device).reshape(n)
-        if not torch.equal(rows.cpu(), torch.from_numpy(inp.indices)):
+        if not torch.equal(rows, torch.from_numpy(inp.indices)):
             raise RuntimeError("internal error: DALI outputs out of step with the fed rows")  # never expected
-        return Batch(images=images, labels=labels.repeat_interleave(copies), choices=choices,
-                     copy_ids=torch.arange(copies, device=self.device).repeat(n),
+        return Batch(images=images, labels=to_device(labels.repeat_interleave(copies), self.device),
+                     choices=choices, copy_ids=torch.arange(copies, device=self.device).repeat(n),
                      indices=rows.repeat_interleave(copies))
 
 
@@ -345,7 +393,7 @@ class DaliTrainLoader(TrainPolicies, _DaliLoader):
                      for p, k in zip(self.policies, policy_steps(self.policies)))
 
     def _build(self, source: _Feed, **kw: Any) -> Any:
-        return _train_pipeline(self.cfg, source, self._key, decode_device(self.device), **kw)
+        return _train_pipeline(self.cfg, source, self._key, self._format(), **kw)
 
 
 class DaliValLoader(_DaliLoader):
@@ -354,4 +402,4 @@ class DaliValLoader(_DaliLoader):
     train = False
 
     def _build(self, source: _Feed, **kw: Any) -> Any:
-        return _val_pipeline(self.cfg, source, decode_device(self.device), **kw)
+        return _val_pipeline(self.cfg, source, self._format(), **kw)

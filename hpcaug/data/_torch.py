@@ -28,7 +28,7 @@ from torchvision.transforms.v2 import functional as F
 from hpcaug.config import Config
 
 from . import _plan
-from ._common import Batch, CorruptImageError, LoaderBase, TrainPolicies, read_encoded, sample_programs
+from ._common import Batch, CorruptImageError, LoaderBase, TrainPolicies, read_encoded, sample_programs, to_device
 from .index import SplitList
 
 __all__ = ["LoaderTimeoutError", "TorchTrainLoader", "TorchValLoader", "worker_timeout"]
@@ -274,9 +274,8 @@ class _TorchLoader(LoaderBase):
                         pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers else None,
                         multiprocessing_context=ctx, timeout=timeout,
                         worker_init_fn=functools.partial(_die_with_server, server) if workers else None)
-        mean = torch.tensor(d.mean, device=self.device).view(1, 3, 1, 1)
-        inv_std = 1.0 / torch.tensor(d.std, device=self.device).view(1, 3, 1, 1)
-        dtype = torch.float16 if d.fp16 else torch.float32
+        mean = to_device(torch.tensor(d.mean).view(1, 3, 1, 1), self.device)
+        inv_std = to_device(1.0 / torch.tensor(d.std).view(1, 3, 1, 1), self.device)
         it = iter(dl)
         step = start
         try:
@@ -295,15 +294,15 @@ class _TorchLoader(LoaderBase):
                     raise
                 for row, why in item["skipped"]:
                     self.reader.fail(row, why)
-                m = item["copies"]
-                x = item["images"].to(self.device, non_blocking=True)
-                images = ((x.float() - mean) * inv_std).to(dtype)
-                n = item["rows"].shape[0]
-                dev = self.device
+                m, n, dev = item["copies"], item["rows"].shape[0], self.device
+                x = item["images"].to(dev, non_blocking=True)  # pinned by the DataLoader on CUDA
+                if self.channels_last:  # on the uint8 images (4x less to move); the ops below keep it
+                    x = x.contiguous(memory_format=torch.channels_last)
+                images = ((x.float() - mean) * inv_std).to(self.dtype)
                 step += 1
-                yield Batch(images=images, labels=item["labels"].repeat_interleave(m).to(dev),
-                            choices=item["choices"].to(dev), copy_ids=torch.arange(m).repeat(n).to(dev),
-                            indices=item["rows"].repeat_interleave(m).to(dev))
+                yield Batch(images=images, labels=to_device(item["labels"].repeat_interleave(m), dev),
+                            choices=item["choices"], copy_ids=torch.arange(m, device=dev).repeat(n),
+                            indices=item["rows"].repeat_interleave(m))
         finally:  # stop the workers now (an abandoned or failed epoch too), not when `it` is collected
             shutdown = getattr(it, "_shutdown_workers", None)
             if shutdown is not None:
