@@ -2,15 +2,15 @@
 
     python -m hpcaug.report RUN_DIR [--out DIR] [--top-k K]
 
-`write_report(run_dir)` is what a search calls at its end; it only reads the run dir (the
-files the stages write, docs/architecture.md section 5) and writes `report.md` and PNGs
-into `RUN_DIR/report/` (or `--out`), each atomically, so it may run while the search runs.
+`write_report(run_dir)` is what a search calls at its end; it only reads the run dir (through
+hpcaug.search.runview, the one reader of the layout in docs/architecture.md section 5) and
+writes `report.md` and PNGs into `RUN_DIR/report/` (or `--out`), each atomically, so it may
+run while the search runs.
 
-AWS run dir (hpcaug.search.rundir): rounds/<r>/theta.pt (the policy round r sampled from),
-rounds/<r>/results/<traj>.json (reward, choice counts, wall_s), rounds/<r>/update.json
-(rewards, baseline, entropy, PPO stats), shared/done.json and final/done.json (wall_s).
-AdvAA run dir (hpcaug.search.advaa): advaa/epochs.jsonl, one record per epoch (the M
-sampled policies, their mean losses and rewards, controller entropy, training metrics).
+AWS: the thetas of the rounds (the policy each round sampled from), the fine-tune results
+(reward, choice counts, wall_s), each round's update (rewards, baseline, entropy, PPO stats),
+the shared and final stages' records (wall_s). AdvAA: one record per epoch (the M sampled
+policies, their mean losses and rewards, controller entropy, training metrics).
 Plots follow the papers' figures: AWS figure 6 (marginal of the first element over time),
 AdvAA figure 6 (op and magnitude percentages over epochs). docs/report.md explains them.
 """
@@ -18,194 +18,23 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from hpcaug._atomic import atomic_write_bytes
+from hpcaug.search.jobs import stage_resources
+from hpcaug.search.operations import aws_probabilities, element_names, top_operations
+from hpcaug.search.rundir import format_duration
+from hpcaug.search.runview import AdvAARun, AWSRun, read_run
 
-__all__ = ["AWSRun", "AdvAARun", "RoundState", "read_run", "write_report", "aws_probabilities", "main"]
-
-# Stage -> which config field says how many GPUs one job of it holds (GPU-hours = wall x GPUs).
-_GPUS = {"shared": "multi", "finetune": "finetune", "update": "none", "final": "multi", "advaa": "multi"}
-
-
-# ------------------------------------------------------------------------------------------ reading
-@dataclass
-class RoundState:
-    """What the run dir holds about AWS round r (any part may be missing in a partial run)."""
-
-    index: int
-    theta: torch.Tensor | None = None  # theta.pt: the policy this round sampled from
-    theta_mtime: float | None = None
-    results: dict[int, dict[str, Any]] = field(default_factory=dict)  # traj -> results/<traj>.json
-    result_mtimes: dict[int, float] = field(default_factory=dict)
-    update: dict[str, Any] | None = None  # update.json (None until update r ran)
-    update_mtime: float | None = None
-
-    @property
-    def rewards(self) -> list[float]:
-        """The round's rewards: update.json's once updated, else those of the results so far."""
-        if self.update is not None:
-            return [float(x) for x in self.update["rewards"]]
-        return [float(v["reward"]) for _, v in sorted(self.results.items())]
-
-
-@dataclass
-class AWSRun:
-    """An AWS search run dir, read once."""
-
-    root: Path
-    config: dict[str, Any]
-    rounds: list[RoundState]  # every round with a theta, a result or an update, in order
-    shared: dict[str, Any] | None  # shared/done.json
-    final: dict[str, Any] | None  # final/done.json
-    jobs: dict[str, dict[str, Any]]  # jobs/<key>.json: SLURM job ids the submitter recorded
-    config_mtime: float
-    shared_mtime: float | None = None
-    final_mtime: float | None = None
-    kind: str = "aws"
-
-    @property
-    def parametrisation(self) -> str:
-        return str(self.config.get("aws", {}).get("parametrisation", "joint"))
-
-    @property
-    def planned_rounds(self) -> int:
-        return int(self.config.get("aws", {}).get("rounds", 0))
-
-    @property
-    def trajectories_per_round(self) -> int:
-        return int(self.config.get("aws", {}).get("trajectories_per_round", 1))
-
-    @property
-    def rounds_done(self) -> int:
-        """Consecutive updated rounds 0..k-1 (as RunDir.rounds_done counts them)."""
-        k = 0
-        for r in self.rounds:
-            if r.index != k or r.update is None:
-                break
-            k += 1
-        return k
-
-    def thetas(self) -> list[tuple[int, torch.Tensor]]:
-        """(round, theta) for every round whose theta.pt exists."""
-        return [(r.index, r.theta) for r in self.rounds if r.theta is not None]
-
-
-@dataclass
-class AdvAARun:
-    """An AdvAA run dir, read once."""
-
-    root: Path
-    config: dict[str, Any]
-    records: list[dict[str, Any]]  # advaa/epochs.jsonl
-    records_mtime: float | None
-    config_mtime: float
-    kind: str = "advaa"
-
-    @property
-    def planned_epochs(self) -> int:
-        return int(self.config.get("train", {}).get("epochs", 0))
-
-
-def _read_json(path: Path) -> Any | None:
-    """JSON content, or None when the file is missing or unreadable (a partial run)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
-def _not_a_run(root: Path, why: str) -> ValueError:
-    return ValueError(f"{root} is not an hpcaug run dir ({why}). Pass the run_dir of a search: the directory "
-                      "`python -m hpcaug.submit --stage search --config C` writes (default runs/<name>, with "
-                      "config.json and rounds/ for AWS, advaa/epochs.jsonl for AdvAA)")
-
-
-def read_run(run_dir: str | os.PathLike[str]) -> AWSRun | AdvAARun:
-    """Read an AWS or AdvAA run dir; ValueError (saying what to pass) for anything else."""
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise _not_a_run(root, "no such directory")
-    cfg_path = root / "config.json"
-    config = _read_json(cfg_path)
-    if config is None:
-        raise _not_a_run(root, "no readable config.json")
-    if (root / "advaa").is_dir():
-        records: list[dict[str, Any]] = []
-        path = root / "advaa" / "epochs.jsonl"
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    continue  # never written half (atomic), but skip rather than fail
-        return AdvAARun(root, config, records, _mtime(path), _mtime(cfg_path) or 0.0)
-    if not (root / "rounds").is_dir() and not (root / "shared").is_dir():
-        raise _not_a_run(root, "config.json but neither rounds/ nor shared/ nor advaa/")
-    rounds: list[RoundState] = []
-    rdirs = sorted((int(d.name), d) for d in (root / "rounds").iterdir() if d.name.isdigit()) \
-        if (root / "rounds").is_dir() else []
-    for r, d in rdirs:
-        st = RoundState(r)
-        tp = d / "theta.pt"
-        if tp.is_file():
-            try:
-                st.theta = torch.load(tp, map_location="cpu", weights_only=True)["theta"].detach().double()
-                st.theta_mtime = _mtime(tp)
-            except Exception:  # noqa: BLE001  a theta being replaced: treat as not there yet
-                st.theta = None
-        for p in sorted((d / "results").glob("*.json")) if (d / "results").is_dir() else []:
-            if p.name.startswith(".") or not p.stem.isdigit():
-                continue
-            v = _read_json(p)
-            if isinstance(v, dict) and "reward" in v:
-                st.results[int(p.stem)] = v
-                st.result_mtimes[int(p.stem)] = _mtime(p) or 0.0
-        st.update = _read_json(d / "update.json")
-        st.update_mtime = _mtime(d / "update.json") if st.update is not None else None
-        if st.theta is not None or st.results or st.update is not None:
-            rounds.append(st)
-    jobs = {}
-    if (root / "jobs").is_dir():
-        for p in sorted((root / "jobs").glob("*.json")):
-            v = _read_json(p)
-            if isinstance(v, dict) and "job_id" in v:
-                jobs[p.stem] = v
-    return AWSRun(root, config, rounds, _read_json(root / "shared" / "done.json"),
-                  _read_json(root / "final" / "done.json"), jobs, _mtime(cfg_path) or 0.0,
-                  _mtime(root / "shared" / "done.json"), _mtime(root / "final" / "done.json"))
-
-
-def aws_probabilities(theta: torch.Tensor, parametrisation: str = "joint") -> torch.Tensor:
-    """p over the 1296 operations as a [36, 36] matrix: row = first element, column = second."""
-    from hpcaug.ops.policy import aws_log_probs
-    from hpcaug.ops.spaces import AWS_SPACE
-
-    e = AWS_SPACE.num_elements
-    return aws_log_probs(theta.detach().double(), parametrisation).exp().view(e, e)
-
-
-def element_names() -> list[str]:
-    """The 36 AWS element names ('ShearX:3', ..., 'Invert'), in theta's order."""
-    from hpcaug.ops.spaces import AWS_SPACE
-
-    return [e.name for e in AWS_SPACE.elements]
+__all__ = ["write_report", "aws_stage_times", "StageTime", "main"]
 
 
 # ------------------------------------------------------------------------------------------ timing
@@ -225,33 +54,11 @@ class StageTime:
 
 
 def _gpus(config: dict[str, Any], stage: str) -> int:
+    """GPUs one job of `stage` holds under the run's config (jobs.stage_resources)."""
     c = config.get("cluster", {})
-    kind = _GPUS[stage]
-    if kind == "multi":
-        return int(c.get("nodes", 1)) * int(c.get("gpus_per_node", 0))
-    if kind == "finetune":
-        return int(c.get("finetune_gpus", 0))
-    return 0
-
-
-def round_durations(run: AWSRun) -> list[tuple[int, float]]:
-    """(round, seconds from the file that started it to its update.json) for updated rounds.
-
-    Round 0 starts when shared/done.json was written, round r > 0 when update r-1 wrote
-    theta r; from file modification times (the stages do not record them).
-    """
-    out = []
-    by_index = {r.index: r for r in run.rounds}
-    for r in run.rounds:
-        if r.update_mtime is None:
-            continue
-        prev = by_index.get(r.index - 1)
-        start = run.shared_mtime if r.index == 0 else (prev.update_mtime if prev else None)
-        if start is None:
-            start = r.theta_mtime if r.index > 0 else None
-        if start is not None and r.update_mtime >= start:
-            out.append((r.index, r.update_mtime - start))
-    return out
+    nodes, per_node = stage_resources(stage, int(c.get("nodes", 1)), int(c.get("gpus_per_node", 0)),
+                                      int(c.get("finetune_gpus", 0)))
+    return nodes * per_node
 
 
 def aws_stage_times(run: AWSRun) -> list[StageTime]:
@@ -486,28 +293,8 @@ def plot_advaa(run: AdvAARun, out: Path, window: int) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------ summary
-def _fmt_s(s: float) -> str:
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.2f} h"
-
-
 def _fmt_gh(h: float) -> str:
     return f"{h:.2f}" if h >= 0.01 or h == 0 else f"{h:.1e}"
-
-
-def top_operations(run: AWSRun, k: int) -> list[tuple[int, str, str, float]]:
-    """(operation index, first element, second element, probability) of the k likeliest operations."""
-    thetas = run.thetas()
-    if not thetas:
-        return []
-    p = aws_probabilities(thetas[-1][1], run.parametrisation).flatten()
-    names = element_names()
-    vals, idx = torch.topk(p, min(k, p.numel()))
-    e = len(names)
-    return [(int(i), names[int(i) // e], names[int(i) % e], float(v)) for v, i in zip(vals, idx)]
 
 
 def _aws_summary(run: AWSRun, images: list[Path], top_k: int) -> str:
@@ -516,7 +303,7 @@ def _aws_summary(run: AWSRun, images: list[Path], top_k: int) -> str:
     from hpcaug.ops.spaces import AWS_SPACE
 
     lines = [f"# Search report: {run.root.name} (AWS)", ""]
-    name = run.config.get("name", run.root.name)
+    name = run.name
     t = run.trajectories_per_round
     done = run.rounds_done
     state = "finished" if run.final is not None else ("search finished" if done >= run.planned_rounds > 0
@@ -537,8 +324,9 @@ def _aws_summary(run: AWSRun, images: list[Path], top_k: int) -> str:
                   f"Uniform probability: 1/{AWS_SPACE.num_operations} = {1 / AWS_SPACE.num_operations:.5f}.", "",
                   "| rank | operation | first element | second element | probability | x uniform |",
                   "|---:|---:|---|---|---:|---:|"]
-        for i, (k, a, b, p) in enumerate(top_operations(run, top_k), 1):
-            lines.append(f"| {i} | {k} | {a} | {b} | {p:.5f} | {p * AWS_SPACE.num_operations:.2f} |")
+        for i, op in enumerate(top_operations(thetas[-1][1], run.parametrisation, top_k), 1):
+            p = op.probability
+            lines.append(f"| {i} | {op.index} | {op.first} | {op.second} | {p:.5f} | {p * AWS_SPACE.num_operations:.2f} |")
         marg = aws_probabilities(thetas[-1][1], run.parametrisation).sum(1)
         names = element_names()
         order = torch.argsort(marg, descending=True)[:5].tolist()
@@ -565,12 +353,12 @@ def _aws_summary(run: AWSRun, images: list[Path], top_k: int) -> str:
         lines += ["| stage | jobs | wall time (sum over jobs) | GPUs per job | GPU-hours | source |",
                   "|---|---:|---:|---:|---:|---|"]
         for s in times:
-            lines.append(f"| {s.stage} | {s.jobs} | {_fmt_s(s.wall_s)} | {s.gpus_per_job} | {_fmt_gh(s.gpu_hours)} | {s.source} |")
+            lines.append(f"| {s.stage} | {s.jobs} | {format_duration(s.wall_s)} | {s.gpus_per_job} | {_fmt_gh(s.gpu_hours)} | {s.source} |")
         total = sum(s.gpu_hours for s in times)
         lines += ["", f"Total: {_fmt_gh(total)} GPU-hours."]
-    durs = round_durations(run)
+    durs = run.round_durations()
     if durs:
-        lines += ["", f"Mean round time: {_fmt_s(float(np.mean([d for _, d in durs])))} over {len(durs)} rounds "
+        lines += ["", f"Mean round time: {format_duration(float(np.mean([d for _, d in durs])))} over {len(durs)} rounds "
                   "(from file timestamps: previous update.json, or shared/done.json for round 0, to this "
                   "round's update.json)."]
     lines += ["", "GPU-hours = wall time x the GPUs the run's config gives one job of the stage "
@@ -589,7 +377,7 @@ def _advaa_summary(run: AdvAARun, images: list[Path], top_k: int) -> str:
 
     from hpcaug.ops.table import OP_NAMES
 
-    name = run.config.get("name", run.root.name)
+    name = run.name
     lines = [f"# Search report: {run.root.name} (Adversarial AutoAugment)", "",
              f"- config: `{name}`",
              f"- epochs recorded: {len(run.records)} of {run.planned_epochs}"
@@ -616,7 +404,7 @@ def _advaa_summary(run: AdvAARun, images: list[Path], top_k: int) -> str:
             g = _gpus(run.config, "advaa")
             tot = sum(walls)
             lines += ["## Wall time and GPU-hours", "",
-                      f"Training epochs took {_fmt_s(tot)} in all (recorded per epoch as epoch_time_s; "
+                      f"Training epochs took {format_duration(tot)} in all (recorded per epoch as epoch_time_s; "
                       f"validation not included), {tot * g / 3600:.2f} GPU-hours at {g} GPUs "
                       "(cluster.nodes x cluster.gpus_per_node).", ""]
     if images:
@@ -644,7 +432,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     Works on partial runs (only what exists is plotted). window: epochs averaged in the AdvAA plots.
     """
     run = read_run(run_dir)
-    dest = Path(out) if out is not None else run.root / "report"
+    dest = Path(out) if out is not None else run.rd.report_dir
     dest.mkdir(parents=True, exist_ok=True)
     images: list[Path] = []
     if isinstance(run, AWSRun):

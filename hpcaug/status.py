@@ -2,9 +2,9 @@
 
     python -m hpcaug.status RUN_DIR [--no-slurm]
 
-`run_status(run_dir)` reads the run dir (hpcaug.report.read_run) and, when SLURM answers,
-the sacct states of the job ids the submitter recorded in RUN_DIR/jobs/<key>.json
-(keys: shared, finetune-<r>, update-<r>, final, advaa). Without SLURM (inline / local
+`run_status(run_dir)` reads the run dir (hpcaug.search.runview.read_run) and, when SLURM
+answers, the sacct states (hpcaug.search.queue) of the job ids the submitter recorded in
+RUN_DIR/jobs/<key>/ (keys: shared, finetune-<r>, update-<r>, final, advaa). Without SLURM (inline / local
 executors, or a login node without sacct) it reports from the run dir alone and says so.
 The ETA is the mean time of the finished rounds (from file timestamps) times the rounds
 left; for AdvAA the mean recorded epoch time times the epochs left.
@@ -12,80 +12,16 @@ left; for AdvAA the mean recorded epoch time times the epochs left.
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from hpcaug.report import AdvAARun, AWSRun, RoundState, _fmt_s, read_run, round_durations
-from hpcaug.search.rundir import format_ranges
+from hpcaug.search.queue import JobState, accounting_states
+from hpcaug.search.rundir import format_duration, format_ranges
+from hpcaug.search.runview import AdvAARun, AWSRun, RoundState, read_run
 
-__all__ = ["run_status", "sacct_states", "parse_sacct", "JobState", "main"]
-
-FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-                 "DEADLINE", "REVOKED"}
-ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING"}
-
-
-@dataclass(frozen=True)
-class JobState:
-    """One sacct row: job id ('123', '123_4' for array task 4), state word, exit code, elapsed."""
-
-    job_id: str
-    state: str
-    exit_code: str = ""
-    elapsed: str = ""
-
-    @property
-    def task(self) -> int | None:
-        m = re.fullmatch(r"\d+_(\d+)", self.job_id)
-        return int(m.group(1)) if m else None
-
-
-def parse_sacct(text: str) -> dict[str, JobState]:
-    """`sacct -n -P -X -o JobID,State,ExitCode,Elapsed` output -> {job id: JobState}.
-
-    A pending array remainder ('123_[4-7%2]') becomes one entry per task (123_4 ... 123_7).
-    'CANCELLED by 0' becomes 'CANCELLED'.
-    """
-    out: dict[str, JobState] = {}
-    for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) < 2 or not parts[0]:
-            continue
-        jid, state = parts[0], (parts[1].split() or [""])[0]
-        code = parts[2] if len(parts) > 2 else ""
-        elapsed = parts[3] if len(parts) > 3 else ""
-        m = re.fullmatch(r"(\d+)_\[([0-9,\-]+)(?:%\d+)?\]", jid)
-        if m:
-            for part in m.group(2).split(","):
-                a, _, b = part.partition("-")
-                for k in range(int(a), int(b or a) + 1):
-                    out[f"{m.group(1)}_{k}"] = JobState(f"{m.group(1)}_{k}", state, code, elapsed)
-        else:
-            out[jid] = JobState(jid, state, code, elapsed)
-    return out
-
-
-def sacct_states(job_ids: Sequence[str], timeout: float = 15.0) -> dict[str, JobState]:
-    """sacct states of jobs (array jobs expand to their tasks); RuntimeError says why SLURM did not answer."""
-    if not job_ids:
-        return {}
-    if shutil.which("sacct") is None:
-        raise RuntimeError("sacct is not on PATH")
-    try:
-        proc = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,Elapsed",
-                               "-j", ",".join(sorted(set(job_ids)))], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"sacct did not answer within {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        raise RuntimeError(f"sacct failed: {proc.stderr.strip() or proc.returncode} (is SLURM_CONF set and "
-                           "slurmdbd running?)")
-    return parse_sacct(proc.stdout)
+__all__ = ["run_status", "main"]
 
 
 def _job_states(job_id: str, states: dict[str, JobState]) -> list[JobState]:
@@ -103,7 +39,7 @@ def _summarise(rows: list[JobState]) -> str:
 
 
 def _job_note(run: AWSRun | AdvAARun, key: str, states: dict[str, JobState] | None) -> str:
-    rec = _jobs(run).get(key)
+    rec = run.latest_job(key)
     if rec is None:
         return ""
     jid = str(rec["job_id"])
@@ -113,32 +49,18 @@ def _job_note(run: AWSRun | AdvAARun, key: str, states: dict[str, JobState] | No
     return f"  [job {jid}: {_summarise(rows) if rows else 'unknown to sacct'}]"
 
 
-def _jobs(run: AWSRun | AdvAARun) -> dict[str, dict[str, Any]]:
-    if isinstance(run, AWSRun):
-        return run.jobs
-    from hpcaug.report import _read_json
-
-    out = {}
-    jd = run.root / "jobs"
-    for p in sorted(jd.glob("*.json")) if jd.is_dir() else []:
-        v = _read_json(p)
-        if isinstance(v, dict) and "job_id" in v:
-            out[p.stem] = v
-    return out
-
-
 def _query(run: AWSRun | AdvAARun, slurm: bool | None) -> tuple[dict[str, JobState] | None, str]:
     """(states or None, a line saying where job states come from)."""
-    ids = [str(v["job_id"]) for v in _jobs(run).values()]
+    ids = [str(recs[-1]["job_id"]) for recs in run.jobs.values()]
     if slurm is False:
         return None, "job states: not queried (--no-slurm)"
     if not ids:
         if slurm:
-            raise RuntimeError(f"no SLURM job ids are recorded in {run.root / 'jobs'}: the run was not submitted "
+            raise RuntimeError(f"no SLURM job ids are recorded in {run.rd.jobs_dir}: the run was not submitted "
                                "to SLURM (inline or local executor)")
         return None, "job states: none recorded (inline or local executor): from the run dir only"
     try:
-        return sacct_states(ids), f"job states: sacct ({len(ids)} recorded job(s))"
+        return accounting_states(ids), f"job states: sacct ({len(ids)} recorded job(s))"
     except RuntimeError as e:
         if slurm:
             raise RuntimeError(f"SLURM is not reachable: {e}") from None
@@ -147,7 +69,7 @@ def _query(run: AWSRun | AdvAARun, slurm: bool | None) -> tuple[dict[str, JobSta
 
 def _finetune_failures(run: AWSRun, r: int, states: dict[str, JobState] | None) -> tuple[list[int], list[int]]:
     """(trajectories whose task failed, trajectories whose task runs) of round r, from sacct."""
-    rec = run.jobs.get(f"finetune-{r}")
+    rec = run.latest_job(f"finetune-{r}")
     if rec is None or states is None:
         return [], []
     trajs = list(rec.get("trajectories") or [])
@@ -156,7 +78,7 @@ def _finetune_failures(run: AWSRun, r: int, states: dict[str, JobState] | None) 
         k = s.task
         if k is None or k >= len(trajs):
             continue
-        if s.state in FAILED_STATES:
+        if s.failed:
             failed.append(int(trajs[k]))
         elif s.state == "RUNNING":
             running.append(int(trajs[k]))
@@ -175,13 +97,10 @@ def _round_line(run: AWSRun, st: RoundState) -> str:
 
 
 def _aws_status(run: AWSRun, states: dict[str, JobState] | None, now: float) -> list[str]:
-    import math
-
-    a = run.config.get("aws", {})
     t = run.trajectories_per_round
-    quorum = max(1, math.ceil(float(a.get("quorum", 1.0)) * t - 1e-9))
-    lines = [f"shared: {'done' if run.shared is not None else _stage_progress(run.root / 'shared')}"
-             + (f" (wall {_fmt_s(float(run.shared['wall_s']))})" if run.shared and "wall_s" in run.shared else "")
+    quorum = run.quorum
+    lines = [f"shared: {'done' if run.shared is not None else run.stage_started('shared')}"
+             + (f" (wall {format_duration(float(run.shared['wall_s']))})" if run.shared and "wall_s" in run.shared else "")
              + _job_note(run, "shared", states)]
     done = run.rounds_done
     lines.append(f"rounds: {done} of {run.planned_rounds} updated")
@@ -210,44 +129,32 @@ def _aws_status(run: AWSRun, states: dict[str, JobState] | None, now: float) -> 
         note = _job_note(run, f"update-{cur.index}", states)
         if note:
             lines.append(f"    update {cur.index}:{note.strip()}")
-    lines.append("final: " + ("done" if run.final is not None else _stage_progress(run.root / "final"))
-                 + (f" (wall {_fmt_s(float(run.final['wall_s']))})" if run.final and "wall_s" in run.final else "")
+    lines.append("final: " + ("done" if run.final is not None else run.stage_started("final"))
+                 + (f" (wall {format_duration(float(run.final['wall_s']))})" if run.final and "wall_s" in run.final else "")
                  + _job_note(run, "final", states))
     lines.append(_aws_eta(run, cur, now))
     return lines
-
-
-def _stage_progress(d: Path) -> str:
-    if (d / "checkpoint.pt").exists():
-        return "started (a checkpoint is there, not done)"
-    if d.is_dir() and any(d.iterdir()):
-        return "started (not done)"
-    return "not started"
 
 
 def _aws_eta(run: AWSRun, cur: RoundState | None, now: float) -> str:
     left = run.planned_rounds - run.rounds_done
     if left <= 0:
         return "ETA: the search is done" + ("" if run.final is not None else " (the final training is not)")
-    durs = [d for _, d in round_durations(run)]
+    durs = [d for _, d in run.round_durations()]
     if not durs:
         return f"ETA: unknown until a round has finished ({left} rounds left)"
     mean = sum(durs) / len(durs)
-    started = None
-    if cur is not None:
-        prev = next((r for r in run.rounds if r.index == cur.index - 1), None)
-        started = run.shared_mtime if cur.index == 0 else (prev.update_mtime if prev else None)
+    started = run.round_start(cur.index) if cur is not None else None
     into = max(0.0, now - started) if started else 0.0
     eta = max(0.0, mean * left - min(into, mean))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now + eta))
-    return (f"ETA: {left} round{'s' if left != 1 else ''} left x mean round time {_fmt_s(mean)} (file timestamps, {len(durs)} rounds) "
-            f"= about {_fmt_s(eta)} more, around {when}; then the final training")
+    return (f"ETA: {left} round{'s' if left != 1 else ''} left x mean round time {format_duration(mean)} (file timestamps, {len(durs)} rounds) "
+            f"= about {format_duration(eta)} more, around {when}; then the final training")
 
 
 def _advaa_status(run: AdvAARun, states: dict[str, JobState] | None, now: float) -> list[str]:
     n, total = len(run.records), run.planned_epochs
-    d = run.root / "advaa"
-    state = "done" if total and n >= total else ("running or stopped" if n else _stage_progress(d))
+    state = "done" if total and n >= total else ("running or stopped" if n else run.stage_started())
     lines = [f"advaa: {n} of {total} epochs recorded: {state}" + _job_note(run, "advaa", states)]
     if run.records:
         last = run.records[-1]
@@ -258,8 +165,8 @@ def _advaa_status(run: AdvAARun, states: dict[str, JobState] | None, now: float)
         walls = [w for w in walls if w > 0]
         if walls and n < total:
             eta = sum(walls) / len(walls) * (total - n)
-            lines.append(f"ETA: {total - n} epochs x mean recorded epoch time {_fmt_s(sum(walls) / len(walls))} "
-                         f"(training only, validation not counted) = about {_fmt_s(eta)} more, around "
+            lines.append(f"ETA: {total - n} epochs x mean recorded epoch time {format_duration(sum(walls) / len(walls))} "
+                         f"(training only, validation not counted) = about {format_duration(eta)} more, around "
                          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(now + eta))}")
     return lines
 
@@ -270,12 +177,11 @@ def run_status(run_dir: str | Path, *, slurm: bool | None = None, now: float | N
     now = time.time() if now is None else now
     states, source = _query(run, slurm)
     if isinstance(run, AWSRun):
-        name = run.config.get("name", run.root.name)
-        head = (f"run dir {run.root} (AWS search `{name}`, {run.parametrisation}, "
+        head = (f"run dir {run.root} (AWS search `{run.name}`, {run.parametrisation}, "
                 f"{run.trajectories_per_round} trajectories per round)")
         body = _aws_status(run, states, now)
     else:
-        head = f"run dir {run.root} (Adversarial AutoAugment `{run.config.get('name', run.root.name)}`)"
+        head = f"run dir {run.root} (Adversarial AutoAugment `{run.name}`)"
         body = _advaa_status(run, states, now)
     return "\n".join([head, *body, source])
 

@@ -20,9 +20,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from hpcaug.config import Config, load_config
+
+if TYPE_CHECKING:  # the search modules import torch: loaded when a command needs them
+    from hpcaug.search.jobs import Step
+    from hpcaug.search.rundir import RunDir
 
 STAGES = ("shared", "finetune", "update", "final", "search", "advaa", "status")
 log = logging.getLogger("hpcaug.search")
@@ -107,30 +111,38 @@ def check_slurm() -> None:
 
 
 # ---------------------------------------------------------------- printing
-def _progress_printer(cfg: Config, rd: Any) -> Any:
-    from hpcaug.search import aws
-    from hpcaug.search.rundir import read_json
+def _progress_printer(rd: RunDir) -> Callable[..., None]:
+    """A callback that prints each new event of the run dir (shared done, fine-tunes of a round,
+    an update, final done) once, read through hpcaug.search.runview."""
+    from hpcaug.search.operations import top_operations
+    from hpcaug.search.runview import AWSRun, read_run
 
     t0 = time.time()
     seen: set[str] = set()
 
     def show(*_: Any) -> None:
+        try:
+            run = read_run(rd.root)
+        except ValueError:  # nothing written yet
+            return
+        if not isinstance(run, AWSRun):
+            return
         events = []
-        if rd.shared_done.exists():
+        if run.shared is not None:
             events.append(("shared", "shared weights trained"))
-        for r in range(cfg.aws.rounds):
-            n = len(rd.results(r))
-            if rd.update_done(r):
-                u = read_json(rd.update_path(r))
-                top = aws.top_operations(rd.theta(r + 1), cfg.aws.parametrisation, 1)[0]
-                events.append((f"u{r}", f"round {r + 1}/{cfg.aws.rounds}: {len(u['rewards'])} rewards, mean "
-                                        f"{u['mean_reward']:.4f} (best {max(u['rewards']):.4f}), baseline "
-                                        f"{u['baseline']:.4f}, entropy {u['entropy']:.3f}, top op {top[0]} "
-                                        f"p={top[1]:.5f}"))
-            elif n:
-                events.append((f"r{r}-{n}", f"round {r + 1}/{cfg.aws.rounds}: {n}/{cfg.aws.trajectories_per_round} "
-                                            "fine-tunes done"))
-        if rd.final_done.exists():
+        for st in run.rounds:
+            n, rounds = len(st.results), run.planned_rounds
+            nxt = run.round(st.index + 1).theta if st.update is not None else None
+            if st.update is not None and nxt is not None:
+                u, top = st.update, top_operations(nxt, run.parametrisation, 1)[0]
+                events.append((f"u{st.index}", f"round {st.index + 1}/{rounds}: {len(u['rewards'])} rewards, mean "
+                                               f"{u['mean_reward']:.4f} (best {max(u['rewards']):.4f}), baseline "
+                                               f"{u['baseline']:.4f}, entropy {u['entropy']:.3f}, top op {top.label} "
+                                               f"p={top.probability:.5f}"))
+            elif n and st.update is None:
+                events.append((f"r{st.index}-{n}", f"round {st.index + 1}/{rounds}: {n}/{run.trajectories_per_round} "
+                                                   "fine-tunes done"))
+        if run.final is not None:
             events.append(("final", "final training done"))
         for key, msg in events:
             if key not in seen:
@@ -140,21 +152,23 @@ def _progress_printer(cfg: Config, rd: Any) -> Any:
     return show
 
 
-def print_summary(cfg: Config, rd: Any, k: int = 10) -> None:
-    from hpcaug.search import aws
-    from hpcaug.search.rundir import read_json
+def print_summary(rd: RunDir, k: int = 10) -> None:
+    """The searched policy's top-k operations and the final training's accuracy."""
+    from hpcaug.search.operations import top_operations
+    from hpcaug.search.runview import AWSRun, read_run
 
-    n = rd.rounds_done()
-    if n == 0:
+    run = read_run(rd.root)
+    n = run.rounds_done if isinstance(run, AWSRun) else 0
+    theta = run.round(n).theta if isinstance(run, AWSRun) and n else None
+    if theta is None:
         print("no update has run yet: no searched policy")
         return
     print(f"\nSearched policy after {n} round(s), top {k} operations of 1296 (uniform = {1 / 1296:.5f}):")
-    for name, p in aws.top_operations(rd.theta(n), cfg.aws.parametrisation, k):
-        print(f"  {p:.5f}  {name}")
-    if rd.final_done.exists():
-        hist = read_json(rd.final_done).get("history") or []
-        if hist:
-            print(f"final training: {len(hist)} epochs, val top-1 {hist[-1].get('val_top1', float('nan')):.4f}")
+    for op in top_operations(theta, run.parametrisation, k):
+        print(f"  {op.probability:.5f}  {op.label}")
+    hist = (run.final or {}).get("history") or []
+    if hist:
+        print(f"final training: {len(hist)} epochs, val top-1 {hist[-1].get('val_top1', float('nan')):.4f}")
     print(f"results: {rd.root}/ (policy.json, rounds/<r>/update.json, rounds/<r>/results/, shared/, final/, logs/)")
 
 
@@ -175,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     from hpcaug.search import aws, jobs
+    from hpcaug.search.rundir import RunDir
 
     if args.status:  # needs only the run dir: hpcaug.status reads it (and sacct when reachable)
         from hpcaug.status import run_status
@@ -199,47 +214,27 @@ def _main(args: argparse.Namespace) -> int:
         step = jobs.Step("advaa")
         return _execute(cfg, None, [step], args, throttle)
     if args.stage == "status":
-        rd = jobs.RunDir(cfg.run_path)
-        rd.check_exists()
-        try:  # the status module's view (tasks failed / running from sacct, ETA) when it is there
-            from hpcaug.status import run_status
+        from hpcaug.status import run_status
 
-            print(run_status(rd.root))
-        except ImportError:
-            print("\n".join(aws.status_lines(cfg, rd)))
-        print_summary(cfg, rd)
+        rd = RunDir(cfg.run_path)
+        rd.check_exists()
+        print(run_status(rd.root))
+        print_summary(rd)
         return 0
 
     rd = aws.open_run(cfg)
-    if args.stage == "search":
-        steps = jobs.plan_search(cfg, rd)
-    elif args.stage == "shared":
-        steps = [] if rd.shared_done.exists() else [jobs.Step("shared")]
-    elif args.stage == "final":
-        steps = [] if rd.final_done.exists() else [jobs.Step("final", policy=args.policy)]
-    elif args.stage == "update":
-        r = rd.rounds_done() if args.round is None else args.round
-        if r >= cfg.aws.rounds:
-            raise ValueError(f"all {cfg.aws.rounds} rounds are updated; raise aws.rounds to search further")
-        steps = [] if rd.update_done(r) else [jobs.Step("update", r)]
-    else:  # finetune
-        if ids is None:
-            r = rd.rounds_done() if args.round is None else args.round
-            ids = list(aws.round_trajectories(cfg, r))
-        elif args.round is not None:
-            ids = [i for i in ids if aws.round_of(cfg, i) == args.round]
-        steps = jobs.plan_finetune(cfg, rd, ids)
+    steps = _plan(cfg, rd, args, ids)
     if not steps:
         print(f"nothing to do: stage {args.stage} is already done in {rd.root}")
         if args.stage == "search":
-            print_summary(cfg, rd)
+            print_summary(rd)
         return 0
     print(f"{args.stage}: {len(steps)} step(s) to run with executor {cfg.cluster.executor}, run dir {rd.root}")
     for s in steps:
         print(f"  - {s.describe()}")
     rc = _execute(cfg, rd, steps, args, throttle)
     if args.stage == "search" and rc == 0:
-        print_summary(cfg, rd)
+        print_summary(rd)
         from hpcaug.report import write_report
 
         print(f"report: {write_report(rd.root)}")
@@ -250,13 +245,37 @@ def _main(args: argparse.Namespace) -> int:
     return rc
 
 
-def _execute(cfg: Config, rd: Any, steps: list[Any], args: argparse.Namespace, throttle: int) -> int:
+def _plan(cfg: Config, rd: RunDir, args: argparse.Namespace, ids: list[int] | None) -> list[Step]:
+    """The steps `--stage` still has to run in this run dir (none when it is done)."""
+    from hpcaug.search import aws, jobs
+
+    if args.stage == "search":
+        return jobs.plan_search(cfg, rd)
+    if args.stage == "shared":
+        return [] if rd.shared_done.exists() else [jobs.Step("shared")]
+    if args.stage == "final":
+        return [] if rd.final_done.exists() else [jobs.Step("final", policy=args.policy)]
+    if args.stage == "update":
+        r = rd.rounds_done() if args.round is None else args.round
+        if r >= cfg.aws.rounds:
+            raise ValueError(f"all {cfg.aws.rounds} rounds are updated; raise aws.rounds to search further")
+        return [] if rd.update_done(r) else [jobs.Step("update", r)]
+    if ids is None:  # finetune
+        r = rd.rounds_done() if args.round is None else args.round
+        ids = list(aws.round_trajectories(cfg, r))
+    elif args.round is not None:
+        ids = [i for i in ids if aws.round_of(cfg, i) == args.round]
+    return jobs.plan_finetune(cfg, rd, ids)
+
+
+def _execute(cfg: Config, rd: RunDir | None, steps: list[Step], args: argparse.Namespace, throttle: int) -> int:
     from hpcaug.search import jobs
+    from hpcaug.search.rundir import RunDir
 
     if rd is None:  # advaa: its own directory under the run path
-        rd = jobs.RunDir(cfg.run_path)
+        rd = RunDir(cfg.run_path)
         rd.logs_dir.mkdir(parents=True, exist_ok=True)
-    show = _progress_printer(cfg, rd)
+    show = _progress_printer(rd)
     ex = cfg.cluster.executor
     if ex == "inline":
         jobs.run_inline(cfg, rd, steps, progress=show)

@@ -143,7 +143,8 @@ def test_summary_numbers_match_the_run_dir(aws_run: tuple[Path, Config], tmp_pat
     assert float(row.split("|")[3]) == pytest.approx(sum(partial) / 2, abs=1e-4)
     assert "not updated yet" in row
     # the synthetic reward favours GOOD first elements: the search moved mass onto them
-    from hpcaug.report import aws_probabilities, read_run
+    from hpcaug.search.operations import aws_probabilities
+    from hpcaug.search.runview import read_run
 
     run = read_run(run_dir)
     good = [AWS_SPACE.element_index(n) for n in ("Rotate:9", "Equalize", "Solarize:6")]
@@ -153,7 +154,8 @@ def test_summary_numbers_match_the_run_dir(aws_run: tuple[Path, Config], tmp_pat
 
 
 def test_stage_times_and_gpu_hours(aws_run: tuple[Path, Config]) -> None:
-    from hpcaug.report import aws_stage_times, read_run
+    from hpcaug.report import aws_stage_times
+    from hpcaug.search.runview import read_run
 
     run_dir, _ = aws_run
     run = read_run(run_dir)
@@ -201,7 +203,8 @@ def test_cli_writes_into_run_dir(aws_run: tuple[Path, Config], capsys: pytest.Ca
 def test_factorised_parametrisation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """theta of 36 + 36*36 entries (the authors' p(e1) p(e2|e1)): the same plots and numbers."""
     from hpcaug.ops.policy import AWSPolicy
-    from hpcaug.report import aws_probabilities, top_operations, write_report
+    from hpcaug.report import write_report
+    from hpcaug.search.operations import aws_probabilities, top_operations
     from hpcaug.search.rundir import RunDir
 
     build_aws_run(tmp_path / "run", monkeypatch, rounds_to_run=2, partial=0, parametrisation="factorised")
@@ -212,8 +215,6 @@ def test_factorised_parametrisation(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     _png_ok(md.parent / "marginal.png")
     p = AWSPolicy(theta, "factorised").probs()
     assert aws_probabilities(theta, "factorised").flatten().allclose(p)
-    from hpcaug.report import read_run
-
-    top = top_operations(read_run(tmp_path / "run"), 3)
-    assert [t[0] for t in top] == torch.topk(p, 3).indices.tolist()
+    top = top_operations(theta, "factorised", 3)
+    assert [t.index for t in top] == torch.topk(p, 3).indices.tolist()
     assert "parametrisation `factorised`" in md.read_text()

@@ -58,7 +58,8 @@ def test_status_without_slurm_and_cli(partial_run: Path, capsys: pytest.CaptureF
 def test_status_with_sacct(partial_run: Path, slurm_cluster: object) -> None:
     """Job ids recorded by RunDir.record_job; states from the real cluster's sacct."""
     from hpcaug.search.rundir import RunDir
-    from hpcaug.status import run_status, sacct_states
+    from hpcaug.search.queue import accounting_states
+    from hpcaug.status import run_status
 
     c = slurm_cluster
     rd = RunDir(partial_run)
@@ -74,7 +75,7 @@ def test_status_with_sacct(partial_run: Path, slurm_cluster: object) -> None:
     c.wait_states([shared])  # type: ignore[attr-defined]
     try:
         deadline = time.monotonic() + 60
-        while len(sacct_states([held])) < 2 and time.monotonic() < deadline:  # until accounting knows it
+        while len(accounting_states([held])) < 2 and time.monotonic() < deadline:  # until accounting knows it
             time.sleep(0.5)
         text = run_status(partial_run, slurm=True)
     finally:

@@ -62,8 +62,11 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, poll: float = 0
 
 
 def recorded(run: Path, key: str) -> str | None:
-    p = run / "jobs" / f"{key}.json"
-    return json.loads(p.read_text())["job_id"] if p.exists() else None
+    """The job id of the latest submission of step `key` the submitter recorded."""
+    from hpcaug.search.rundir import RunDir
+
+    rec = RunDir(run).recorded_job(key)
+    return rec["job_id"] if rec else None
 
 
 def queued(cluster: Any, job_ids: list[str]) -> list[str]:

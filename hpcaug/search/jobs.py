@@ -1,4 +1,4 @@
-"""Turning AWS stages into jobs: array specs, the plan of a (resumed) search, executors, SLURM queries.
+"""Turning AWS stages into jobs: array specs, the plan of a (resumed) search, executors, following a chain.
 
 A plan is the ordered list of steps still to do, read from the run dir's state:
     shared -> [finetune r (array of missing trajectories) -> update r] x rounds -> final
@@ -8,6 +8,7 @@ Executors:
           or cancelled task cannot stall the round; final: afterok on the last update), all with
           --kill-on-invalid-dep=yes so nothing pends forever behind a failed job. A job still in
           the queue from an earlier submission (recorded in R/jobs/) is reused, not duplicated.
+          SLURM itself is asked only through hpcaug.search.queue.
 - local:  submitit's LocalExecutor, one step after the other (it has no dependencies), one task
           per job: its tasks would not form a Horovod group.
 - inline: the same functions in this process, one after the other (demo, debugging).
@@ -16,20 +17,17 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from hpcaug.config import Config
-from hpcaug.search import aws
+from hpcaug.search import aws, queue
+from hpcaug.search.advaa import run_advaa
 from hpcaug.search.rundir import RunDir, format_ranges
 
 log = logging.getLogger("hpcaug.search")
-
-ALIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-                "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 
 
 # ---------------------------------------------------------------- array specs
@@ -151,43 +149,6 @@ def plan_finetune(cfg: Config, rd: RunDir, ids: Sequence[int]) -> list[Step]:
     return steps
 
 
-# ---------------------------------------------------------------- SLURM queries
-def squeue_states(job_ids: Sequence[str], retry_s: float = 120.0) -> dict[str, tuple[str, str, str]]:
-    """{job id: (state, reason, job name)} of the jobs squeue still knows; array tasks appear as
-    '123_4' and their array as '123' (alive if any task is). A controller that does not answer
-    (restart, failover) is retried for `retry_s` seconds before this raises."""
-    if not job_ids:
-        return {}
-    cmd = ["squeue", "-h", "-r", "-t", "all", "-j", ",".join(sorted(set(job_ids))), "-o", "%i|%F|%T|%r|%j"]
-    t0 = time.time()
-    while True:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode == 0 or "Invalid job id" in proc.stderr:
-            break
-        if time.time() - t0 > retry_s:
-            raise RuntimeError(f"squeue failed for {retry_s:.0f} s: {proc.stderr.strip()} "
-                               "(is SLURM_CONF set and slurmctld up?)")
-        log.warning("squeue failed (%s): retrying", proc.stderr.strip())
-        time.sleep(5)
-    out: dict[str, tuple[str, str, str]] = {}
-    for line in proc.stdout.splitlines():
-        parts = line.strip().split("|", 4)
-        if len(parts) == 5:
-            jid, array_id, state, reason, name = parts
-            out[jid] = (state, reason, name)
-            if array_id not in out or state in ALIVE_STATES:
-                out[array_id] = (state, reason, name)
-    return out
-
-
-def alive(job_ids: Sequence[str], names: dict[str, str] | None = None) -> set[str]:
-    """The job ids (or array job ids) with a task still pending or running; with `names`
-    ({id: expected job name}) an id now used by another job (a reset cluster) does not count."""
-    states = squeue_states(job_ids)
-    return {j for j in job_ids if j in states and states[j][0] in ALIVE_STATES
-            and (names is None or names.get(j) in (None, states[j][2]))}
-
-
 # ---------------------------------------------------------------- executors
 def _stage_call(step: Step, cfg: Config, run_dir: str) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
     if step.kind == "shared":
@@ -199,17 +160,8 @@ def _stage_call(step: Step, cfg: Config, run_dir: str) -> list[tuple[Callable[..
     if step.kind == "final":
         return [(aws.run_final, (cfg, run_dir, step.policy))]
     if step.kind == "advaa":
-        return [(run_advaa_stage, (cfg, run_dir))]
+        return [(run_advaa, (cfg, run_dir))]
     raise ValueError(step.kind)
-
-
-def run_advaa_stage(cfg: Config, run_dir: str) -> Any:
-    """The AdvAA training (hpcaug.search.advaa.run_advaa), imported only when asked for."""
-    try:
-        from hpcaug.search.advaa import run_advaa
-    except ImportError as e:
-        raise RuntimeError(f"--stage advaa needs hpcaug/search/advaa.py with run_advaa(cfg, run_dir): {e}") from e
-    return run_advaa(cfg, run_dir)
 
 
 def _job_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -241,15 +193,25 @@ def job_name(cfg: Config, step: Step) -> str:
     return f"{cfg.name}-{step.key}"
 
 
+def stage_resources(kind: str, nodes: int, gpus_per_node: int, finetune_gpus: int) -> tuple[int, int]:
+    """(nodes, GPUs per node) one job of a stage holds: shared, final and advaa span
+    cluster.nodes x cluster.gpus_per_node (Horovod), a fine-tune one node with
+    cluster.finetune_gpus, the update one CPU. The submitter asks SLURM for this; the report's
+    GPU-hours count it."""
+    if kind in ("shared", "final", "advaa"):
+        return nodes, gpus_per_node
+    if kind == "finetune":
+        return 1, finetune_gpus
+    return 1, 0
+
+
 def make_executor(cfg: Config, rd: RunDir, kind: str, step: Step, cluster: str) -> Any:
     """A submitit executor with the cluster.* parameters of this step kind."""
     import submitit
 
     c = cfg.cluster
     ex = submitit.AutoExecutor(folder=str(rd.logs_dir / "%j"), cluster=cluster)
-    multi = step.kind in ("shared", "final", "advaa")
-    gpus = c.gpus_per_node if multi else c.finetune_gpus
-    nodes = c.nodes if multi else 1
+    nodes, gpus = stage_resources(step.kind, c.nodes, c.gpus_per_node, c.finetune_gpus)
     timeout = {"shared": c.time_shared, "finetune": c.time_finetune, "update": c.time_update,
                "final": c.time_final, "advaa": c.time_final}[step.kind]
     ntasks = max(1, gpus)
@@ -258,7 +220,7 @@ def make_executor(cfg: Config, rd: RunDir, kind: str, step: Step, cluster: str) 
         # group but run the stage N times into one directory. One task (one GPU at most) instead.
         nodes, ntasks, gpus = 1, 1, min(gpus, 1)
     params: dict[str, Any] = {"timeout_min": timeout, "name": job_name(cfg, step)}
-    if step.kind == "update":
+    if step.kind == "update":  # the PPO step: one CPU
         params.update(nodes=1, tasks_per_node=1, cpus_per_task=1)
     else:
         params.update(nodes=nodes, tasks_per_node=ntasks, cpus_per_task=c.cpus_per_task)
@@ -292,8 +254,8 @@ class Submitted:
 def submit_slurm(cfg: Config, rd: RunDir, steps: Sequence[Step], throttle: int = 0) -> list[Submitted]:
     """Submit all steps up front with dependencies; reuse a recorded job that is still queued."""
     recorded = {s.key: rd.recorded_job(s.key) for s in steps}
-    still = alive([r["job_id"] for r in recorded.values() if r],
-                  {r["job_id"]: r.get("name") for r in recorded.values() if r})
+    still = queue.alive([r["job_id"] for r in recorded.values() if r],
+                        {r["job_id"]: r.get("name") for r in recorded.values() if r})
     pending: dict[str, str] = {}  # step key -> job id, for steps submitted or still queued
     out: list[Submitted] = []
     for step in steps:
@@ -303,40 +265,53 @@ def submit_slurm(cfg: Config, rd: RunDir, steps: Sequence[Step], throttle: int =
             pending[step.key] = rec["job_id"]
             out.append(Submitted(step, rec["job_id"], reused=True))
             continue
-        deps: list[str] = []
-        if step.kind == "finetune":
-            src = "shared" if step.round == 0 else f"update-{step.round - 1}"
-            if src in pending:
-                deps.append(f"afterok:{pending[src]}")
-        elif step.kind == "update":
-            if f"finetune-{step.round}" in pending:
-                deps.append(f"afterany:{pending[f'finetune-{step.round}']}")
-            prev = "shared" if step.round == 0 else f"update-{step.round - 1}"
-            if prev in pending:
-                deps.append(f"afterok:{pending[prev]}")
-        elif step.kind == "final":
-            last = [k for k in pending if k.startswith("update-") or k == "shared"]
-            if last:
-                deps.append(f"afterok:{pending[last[-1]]}")
-        ex = make_executor(cfg, rd, "slurm", step, "slurm")
-        extra: dict[str, Any] = {}
-        if deps:
-            extra = {"dependency": ",".join(deps), "kill-on-invalid-dep": "yes"}
-        par = throttle or cfg.cluster.array_parallelism
-        ex.update_parameters(slurm_additional_parameters=extra,
-                             **({"slurm_array_parallelism": par} if par and step.kind == "finetune" else {}))
-        calls = _stage_call(step, cfg, str(rd.root))
-        if step.kind == "finetune":
-            jobs = ex.map_array(_job_fn(calls[0][0]), *[list(col) for col in zip(*[a for _, a in calls])])
-            job_id = jobs[0].job_id.split("_")[0]
-        else:
-            job_id = ex.submit(_job_fn(calls[0][0]), *calls[0][1]).job_id
-        rd.record_job(step.key, job_id, name=job_name(cfg, step), trajectories=step.trajectories, dependency=",".join(deps),
-                      submitted=time.time())
+        deps = _dependencies(step, pending)
+        job_id = _submit_step(cfg, rd, step, deps, throttle)
         log.info("%s: submitted job %s%s", step.describe(), job_id, f" ({', '.join(deps)})" if deps else "")
         pending[step.key] = job_id
         out.append(Submitted(step, job_id))
     return out
+
+
+def _dependencies(step: Step, pending: dict[str, str]) -> list[str]:
+    """SLURM dependencies of a step on the steps queued before it (see the module docstring)."""
+    deps: list[str] = []
+    if step.kind == "finetune":
+        src = "shared" if step.round == 0 else f"update-{step.round - 1}"
+        if src in pending:
+            deps.append(f"afterok:{pending[src]}")
+    elif step.kind == "update":
+        if f"finetune-{step.round}" in pending:
+            deps.append(f"afterany:{pending[f'finetune-{step.round}']}")
+        prev = "shared" if step.round == 0 else f"update-{step.round - 1}"
+        if prev in pending:
+            deps.append(f"afterok:{pending[prev]}")
+    elif step.kind == "final":
+        last = [k for k in pending if k.startswith("update-") or k == "shared"]
+        if last:
+            deps.append(f"afterok:{pending[last[-1]]}")
+    return deps
+
+
+def _submit_step(cfg: Config, rd: RunDir, step: Step, deps: list[str], throttle: int,
+                 hold: bool = False) -> str:
+    """sbatch one step through submitit (a finetune step as one array); record it; -> job id."""
+    ex = make_executor(cfg, rd, "slurm", step, "slurm")
+    extra: dict[str, Any] = {"hold": True} if hold else {}
+    if deps:
+        extra.update({"dependency": ",".join(deps), "kill-on-invalid-dep": "yes"})
+    par = throttle or cfg.cluster.array_parallelism
+    ex.update_parameters(slurm_additional_parameters=extra,
+                         **({"slurm_array_parallelism": par} if par and step.kind == "finetune" else {}))
+    calls = _stage_call(step, cfg, str(rd.root))
+    if step.kind == "finetune":
+        jobs = ex.map_array(_job_fn(calls[0][0]), *[list(col) for col in zip(*[a for _, a in calls])])
+        job_id = jobs[0].job_id.split("_")[0]
+    else:
+        job_id = ex.submit(_job_fn(calls[0][0]), *calls[0][1]).job_id
+    rd.record_job(step.key, job_id, name=job_name(cfg, step), trajectories=step.trajectories,
+                  dependency=",".join(deps))
+    return job_id
 
 
 def run_local(cfg: Config, rd: RunDir, steps: Sequence[Step], progress: Callable[[Step], None] | None = None) -> None:
@@ -361,20 +336,27 @@ def follow(cfg: Config, rd: RunDir, submitted: Sequence[Submitted], poll_s: floa
            progress: Callable[[], None] | None = None, timeout_s: float | None = None) -> bool:
     """Wait until none of the chain's jobs is queued; report progress; True if the last step is done.
 
-    A job pending with reason DependencyNeverSatisfied (possible only if --kill-on-invalid-dep was
-    ignored by the cluster) is cancelled, so the chain never waits forever.
+    The run dir is read every `poll_s` seconds (progress); SLURM is asked through one
+    queue.QueueWatcher, less often the longer the chain runs, and at once when the run dir
+    shows the last step done. A job pending with reason DependencyNeverSatisfied (possible only
+    if --kill-on-invalid-dep was ignored by the cluster) is cancelled, so the chain never waits
+    forever.
     """
-    ids = [s.job_id for s in submitted]
+    watcher = queue.QueueWatcher([s.job_id for s in submitted])
+    cancelled: set[str] = set()
     t0 = time.time()
     while True:
-        states = squeue_states(ids)
-        for jid, (state, reason, _) in states.items():
-            if state == "PENDING" and "DependencyNeverSatisfied" in reason:
-                log.error("job %s can never start (a dependency failed): cancelling it", jid)
-                subprocess.run(["scancel", jid], check=False)
+        last_done = bool(submitted) and step_done(cfg, rd, submitted[-1].step)
+        states = watcher.states(force=last_done)
+        stuck = [j for j, s in states.items() if s.waiting and "DependencyNeverSatisfied" in s.reason
+                 and j not in cancelled]
+        if stuck:
+            log.error("job(s) %s can never start (a dependency failed): cancelling them", ", ".join(stuck))
+            queue.cancel(stuck)
+            cancelled.update(stuck)
         if progress:
             progress()
-        if not any(states.get(j, ("", "", ""))[0] in ALIVE_STATES for j in ids):
+        if not watcher.any_alive():
             break
         if timeout_s is not None and time.time() - t0 > timeout_s:
             return False

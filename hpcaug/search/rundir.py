@@ -1,25 +1,31 @@
 """The AWS run directory (docs/architecture.md section 5): paths, atomic writes, state queries.
 
-Layout (R = cfg.run_path):
+Layout (R = cfg.run_path); `RunDir` names each path once, everything else asks it:
     R/config.json                      the config the run was started with
     R/shared/checkpoint.pt, history.json, done.json
     R/rounds/<r>/theta.pt              theta used by round r (round 0: zeros; round r>0: update r-1)
     R/rounds/<r>/ppo_state.pt          Adam state + baseline the update of round r starts from
     R/rounds/<r>/results/<traj>.json   one per finetune task (reward, accuracies, choice counts)
+    R/rounds/<r>/late/<traj>.json      a result that arrived after the round's update: kept, not counted
     R/rounds/<r>/finetune/<traj>/      that task's training dir (checkpoint deleted once done)
     R/rounds/<r>/update.json           rewards, baseline, entropy, PPO stats (update r is done)
     R/final/...                        the final training (train.stages.run_final)
-    R/policy.json                      the searched policy (after the last update)
-    R/jobs/<key>.json                  SLURM job ids the submitter recorded (resume, no duplicates)
+    R/policy.json, search_state.json   the searched policy (after each update) and where it came from
+    R/jobs/<key>/<job id>.json         every SLURM submission of a step (resume, no duplicates, status)
     R/logs/                            submitit logs
+    R/report/                          hpcaug.report's output
+    R/advaa/                           an AdvAA run's records (instead of shared/ and rounds/)
 
 Every file is written atomically (temp file in the same directory + os.replace), so a reader
 sees either nothing or a whole file, and a killed writer leaves no half file behind.
+hpcaug.search.runview reads a whole run dir at once (report, status, the CLI's progress).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,6 +57,20 @@ def format_ranges(ids: Sequence[int]) -> str:
         out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
         i = j + 1
     return ",".join(out) or "none"
+
+
+def format_duration(s: float) -> str:
+    """Seconds for people: '42.0 s', '12.5 min', '3.20 h'."""
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def quorum_size(quorum: float, per_round: int) -> int:
+    """Results a round's update needs: ceil(aws.quorum x aws.trajectories_per_round), at least 1."""
+    return max(1, math.ceil(quorum * per_round - 1e-9))
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -95,7 +115,8 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 class RunDir:
-    """Paths and state of one AWS search; every stage and the submitter go through this."""
+    """The layout of one search's run directory: every path is a name here, and the stages, the
+    submitter and the readers (hpcaug.search.runview: report, status, progress) go through it."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -114,8 +135,8 @@ class RunDir:
         return self.shared_dir / "done.json"
 
     @property
-    def shared_checkpoint(self) -> Path:
-        return self.shared_dir / "checkpoint.pt"
+    def shared_history(self) -> Path:
+        return self.shared_dir / "history.json"
 
     @property
     def final_dir(self) -> Path:
@@ -130,6 +151,10 @@ class RunDir:
         return self.root / "policy.json"
 
     @property
+    def search_state_path(self) -> Path:
+        return self.root / "search_state.json"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
@@ -137,8 +162,27 @@ class RunDir:
     def jobs_dir(self) -> Path:
         return self.root / "jobs"
 
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def advaa_dir(self) -> Path:
+        """An AdvAA run's records and checkpoint (hpcaug.search.advaa) instead of shared/ and rounds/."""
+        return self.root / "advaa"
+
+    def checkpoint_in(self, stage_dir: Path) -> Path:
+        """The checkpoint train() keeps in a stage's directory while it runs."""
+        from hpcaug.train.loop import CHECKPOINT_NAME  # the training loop names it; imported when asked for
+
+        return stage_dir / CHECKPOINT_NAME
+
+    @property
+    def rounds_dir(self) -> Path:
+        return self.root / "rounds"
+
     def round_dir(self, r: int) -> Path:
-        return self.root / "rounds" / str(r)
+        return self.rounds_dir / str(r)
 
     def theta_path(self, r: int) -> Path:
         return self.round_dir(r) / "theta.pt"
@@ -146,14 +190,30 @@ class RunDir:
     def ppo_state_path(self, r: int) -> Path:
         return self.round_dir(r) / "ppo_state.pt"
 
+    def results_dir(self, r: int) -> Path:
+        return self.round_dir(r) / "results"
+
     def result_path(self, r: int, traj: int) -> Path:
-        return self.round_dir(r) / "results" / f"{traj}.json"
+        return self.results_dir(r) / f"{traj}.json"
+
+    def late_dir(self, r: int) -> Path:
+        """Results that arrived after their round's update: kept, shown, never counted."""
+        return self.round_dir(r) / "late"
+
+    def late_path(self, r: int, traj: int) -> Path:
+        return self.late_dir(r) / f"{traj}.json"
 
     def finetune_dir(self, r: int, traj: int) -> Path:
         return self.round_dir(r) / "finetune" / str(traj)
 
     def update_path(self, r: int) -> Path:
         return self.round_dir(r) / "update.json"
+
+    def update_lock_path(self, r: int) -> Path:
+        return self.round_dir(r) / ".update.lock"
+
+    def job_records_dir(self, key: str) -> Path:
+        return self.jobs_dir / key
 
     # ---- creation and the config guard ----
     def init(self, cfg: Config, num_params: int) -> None:
@@ -191,18 +251,18 @@ class RunDir:
             raise FileNotFoundError(f"round {r} has no theta yet ({p} missing): {hint}")
         return read_pt(p)["theta"]
 
+    def round_indices(self) -> list[int]:
+        """The rounds that have a directory, in order."""
+        d = self.rounds_dir
+        return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
     def results(self, r: int) -> dict[int, dict[str, Any]]:
         """All finished trajectories of round r: {traj: result}. Unreadable files are skipped."""
-        out: dict[int, dict[str, Any]] = {}
-        d = self.round_dir(r) / "results"
-        for p in sorted(d.glob("*.json")) if d.exists() else []:
-            if p.name.startswith("."):
-                continue
-            try:
-                out[int(p.stem)] = read_json(p)
-            except (ValueError, OSError):
-                continue
-        return out
+        return _read_dir(self.results_dir(r))
+
+    def late_results(self, r: int) -> dict[int, dict[str, Any]]:
+        """Trajectories of round r whose result came after the round's update (not counted)."""
+        return _read_dir(self.late_dir(r))
 
     def has_result(self, r: int, traj: int) -> bool:
         return self.result_path(r, traj).exists()
@@ -217,13 +277,54 @@ class RunDir:
             r += 1
         return r
 
-    # ---- job records (written by the submitter) ----
-    def job_record_path(self, key: str) -> Path:
-        return self.jobs_dir / f"{key}.json"
-
+    # ---- job records (written by the submitter; every submission is kept) ----
     def record_job(self, key: str, job_id: str, **extra: Any) -> None:
-        write_json(self.job_record_path(key), {"job_id": str(job_id), **extra})
+        """Record a submission of step `key` (shared, finetune-R, update-R, final, advaa): one file
+        per submission under jobs/<key>/, so a resubmission never hides the earlier ones."""
+        write_json(self.job_records_dir(key) / f"{job_id}.json",
+                   {"job_id": str(job_id), "submitted": time.time(), **extra})
+
+    def job_records(self, key: str) -> list[dict[str, Any]]:
+        """Every submission of step `key`, oldest first."""
+        recs = [v for v in _read_dir_any(self.job_records_dir(key)) if isinstance(v, dict) and "job_id" in v]
+        return sorted(recs, key=lambda v: (float(v.get("submitted", 0.0)), int(v["job_id"]) if
+                                           str(v["job_id"]).isdigit() else 0))
 
     def recorded_job(self, key: str) -> dict[str, Any] | None:
-        p = self.job_record_path(key)
-        return read_json(p) if p.exists() else None
+        """The latest submission of step `key`, None if it was never submitted."""
+        recs = self.job_records(key)
+        return recs[-1] if recs else None
+
+    def all_job_records(self) -> dict[str, list[dict[str, Any]]]:
+        """{step key: its submissions, oldest first} for every step ever submitted."""
+        d = self.jobs_dir
+        keys = sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+        return {k: recs for k in keys if (recs := self.job_records(k))}
+
+
+def _read_dir_any(d: Path) -> list[Any]:
+    """The readable JSON files of a directory (hidden temp files and unreadable ones skipped)."""
+    out = []
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        if p.name.startswith("."):
+            continue
+        try:
+            out.append(read_json(p))
+        except (ValueError, OSError):
+            continue
+    return out
+
+
+def _read_dir(d: Path) -> dict[int, dict[str, Any]]:
+    """{int(stem): content} of a directory of <traj>.json files; unreadable files are skipped."""
+    out: dict[int, dict[str, Any]] = {}
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        if p.name.startswith(".") or not p.stem.isdigit():
+            continue
+        try:
+            v = read_json(p)
+        except (ValueError, OSError):
+            continue
+        if isinstance(v, dict):
+            out[int(p.stem)] = v
+    return out
