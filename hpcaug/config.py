@@ -20,6 +20,10 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 POLICY_NAMES = ("none", "uniform", "autoaugment_imagenet", "randaugment", "trivialaugment")
+# AWS search choices (hpcaug.search.ppo implements them; docs/search.md compares them)
+TRAJECTORY_DESIGNS = ("op_set", "per_image")
+BASELINES = ("ema", "round_mean")
+RESULT_RULES = ("last", "best_round", "mean_last")
 MODELS = ("tiny_resnet", "resnet18", "resnet50", "resnet200", "wrn28_10")
 
 
@@ -160,14 +164,25 @@ class AWSConfig:
     ppo_kl_stop: float = 0.002
     baseline_momentum: float = 0.9
     final_epochs: int = 300
+    # What a trajectory is (docs/search.md, "Trajectory designs"; chosen by benchmarks/search_power.py):
+    # op_set = the fine-tune applies K operations drawn from p_theta once | per_image = the paper's wording
+    trajectory: str = "op_set"
+    ops_per_trajectory: int = 16  # K of op_set
+    baseline: str = "ema"  # ema (the paper's, weight baseline_momentum) | round_mean (the round's own mean, no lag)
+    result_policy: str = "last"  # which theta becomes policy.json: last | best_round (authors' code) | mean_last
+    result_window: int = 10  # mean_last: how many of the newest thetas are averaged
 
     def __post_init__(self) -> None:
         _check(self.parametrisation in ("joint", "factorised"),
                f"aws.parametrisation must be 'joint' or 'factorised', got {self.parametrisation!r}")
+        for key, valid in (("trajectory", TRAJECTORY_DESIGNS), ("baseline", BASELINES),
+                           ("result_policy", RESULT_RULES)):
+            _check(getattr(self, key) in valid, f"aws.{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
         _check_ranges("aws", self, shared_epochs=">= 1", finetune_epochs=">= 1", finetune_lr="> 0", reward_top_k=">= 1",
                       rounds=">= 1", trajectories_per_round=">= 1", quorum="(0, 1]", policy_lr="> 0",
                       policy_lr_warmup_rounds=">= 0", adam_betas="[0, 1)", ppo_clip="(0, 1)", ppo_epochs=">= 1",
-                      ppo_kl_stop="> 0", baseline_momentum="[0, 1)", final_epochs=">= 1")
+                      ppo_kl_stop="> 0", baseline_momentum="[0, 1)", final_epochs=">= 1",
+                      ops_per_trajectory=">= 1", result_window=">= 1")
         _check(self.finetune_epochs >= self.reward_top_k,
                f"aws.finetune_epochs ({self.finetune_epochs}) must be >= aws.reward_top_k ({self.reward_top_k})")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,8 @@ def _cfg(tmp_path: Path, **over: object) -> Config:
 
 def _fake_result(rd: RunDir, cfg: Config, traj: int, favoured_share: float, op: int, n: int = 100_000,
                  seed: int = 0) -> None:
-    """A finetune result whose trajectory applied `op` with share favoured_share (the rest uniform)
-    and whose reward grows with that share: the constructed case the update must follow."""
+    """A per_image finetune result whose trajectory applied `op` with share favoured_share (the rest
+    uniform) and whose reward grows with that share: the constructed case the update must follow."""
     g = torch.Generator().manual_seed(seed)  # the same background in every trajectory
     k = int(n * favoured_share)
     counts = torch.bincount(torch.randint(0, ppo.NUM_OPERATIONS, (n - k,), generator=g), minlength=ppo.NUM_OPERATIONS)
@@ -33,13 +34,26 @@ def _fake_result(rd: RunDir, cfg: Config, traj: int, favoured_share: float, op: 
                                          "choice_counts": counts.tolist(), "val_top1": [0.5 + favoured_share]})
 
 
-def test_update_raises_probability_of_the_rewarded_operation(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path)
+def _fake_set_result(rd: RunDir, cfg: Config, traj: int, operations: list[int], reward: float) -> None:
+    """An op_set finetune result: the K operations it drew, uniform counts over them, its reward."""
+    counts = torch.bincount(torch.tensor(operations), minlength=ppo.NUM_OPERATIONS) * 1000
+    r = aws.round_of(cfg, traj)
+    write_json(rd.result_path(r, traj), {"trajectory": traj, "round": r, "reward": reward, "operations": operations,
+                                         "choice_counts": counts.tolist(), "val_top1": [reward]})
+
+
+@pytest.mark.parametrize("design", ["per_image", "op_set"])
+def test_update_raises_probability_of_the_rewarded_operation(tmp_path: Path, design: str) -> None:
+    cfg = _cfg(tmp_path, **{"aws.trajectory": design, "aws.ops_per_trajectory": 4})
     rd = aws.open_run(cfg)
     op = 777
     for r in range(2):
         for i, traj in enumerate(aws.round_trajectories(cfg, r)):
-            _fake_result(rd, cfg, traj, favoured_share=[0.0, 0.05, 0.1, 0.2][i], op=op)
+            if design == "per_image":
+                _fake_result(rd, cfg, traj, favoured_share=[0.0, 0.05, 0.1, 0.2][i], op=op)
+            else:  # trajectories 2, 3 drew only op and score higher than 0, 1 (distinct other operations)
+                ops = [op] * 4 if i >= 2 else [100 * r + 10 * traj + j for j in range(4)]
+                _fake_set_result(rd, cfg, traj, ops, reward=0.5 + 0.05 * i)
         before = ppo.log_probs(rd.theta(r)).exp()
         summary = aws.run_update(cfg, None, r)
         after = ppo.log_probs(rd.theta(r + 1)).exp()
@@ -48,21 +62,88 @@ def test_update_raises_probability_of_the_rewarded_operation(tmp_path: Path) -> 
         assert after[op] > others.max() * 1.05
         assert summary["ppo_epochs"] >= 1 and summary["kl"] > 0
         assert summary["entropy"] < summary["entropy_before"]
+        assert summary["trajectory_design"] == design
     u0, u1 = read_json(rd.update_path(0)), read_json(rd.update_path(1))
     # EMA baseline: initialised with round 0's mean reward, then 0.9 b + 0.1 mean
     assert u0["baseline_used"] == pytest.approx(u0["mean_reward"])
+    assert u1["baseline_used"] == pytest.approx(u0["baseline"])
     assert u1["baseline"] == pytest.approx(0.9 * u0["baseline"] + 0.1 * u1["mean_reward"])
-    # policy.json is the ops module's policy format with the latest theta
+    # policy.json is the ops module's policy format with the latest theta (aws.result_policy: last)
     from hpcaug.ops.policy import load_policy
 
     pol = load_policy(str(rd.policy_path))
     assert torch.allclose(pol.theta.double(), rd.theta(2).double(), atol=1e-6)
+    assert u1["policy_json"]["rule"] == "last" and u1["policy_json"]["round"] == 2
     # the Adam state travels between rounds
     assert rd.ppo_state_path(2).exists()
 
 
+def test_round_mean_baseline_centres_each_round(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, **{"aws.baseline": "round_mean", "aws.ops_per_trajectory": 2})
+    rd = aws.open_run(cfg)
+    for r in range(2):
+        for i, traj in enumerate(aws.round_trajectories(cfg, r)):
+            _fake_set_result(rd, cfg, traj, [traj, traj + 50], reward=0.2 * r + 0.1 * i)
+        u = aws.run_update(cfg, None, r)
+        assert u["baseline_kind"] == "round_mean"
+        assert u["baseline_used"] == pytest.approx(u["mean_reward"])
+        assert sum(u["advantages"]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_best_round_result_keeps_the_theta_of_the_best_round(tmp_path: Path) -> None:
+    """aws.result_policy: best_round writes the theta the best round sampled from, and says why."""
+    cfg = _cfg(tmp_path, **{"aws.result_policy": "best_round", "aws.ops_per_trajectory": 2})
+    rd = aws.open_run(cfg)
+    means = [0.3, 0.6, 0.4]
+    for r, m in enumerate(means):
+        for i, traj in enumerate(aws.round_trajectories(cfg, r)):
+            _fake_set_result(rd, cfg, traj, [3 * traj, 3 * traj + 1], reward=m + 0.01 * (i - 1.5))
+        u = aws.run_update(cfg, None, r)
+    assert u["policy_json"] == read_json(rd.root / "search_state.json")["policy_source"]
+    assert u["policy_json"]["rule"] == "best_round" and u["policy_json"]["round"] == 1
+    assert "highest mean reward" in u["policy_json"]["why"]
+    from hpcaug.ops.policy import load_policy
+
+    assert torch.allclose(load_policy(str(rd.policy_path)).theta.double(), rd.theta(1).double(), atol=1e-6)
+
+
+def test_select_result_rules() -> None:
+    thetas = [torch.full((4,), float(i)) for i in range(4)]
+    last, why = ppo.select_result(thetas, [0.1, 0.5, 0.2], "last", 2)
+    assert torch.equal(last, thetas[3]) and why["round"] == 3
+    best, why = ppo.select_result(thetas, [0.1, 0.5, 0.2], "best_round", 2)
+    assert torch.equal(best, thetas[1]) and why["round"] == 1
+    mean, why = ppo.select_result(thetas, [0.1, 0.5, 0.2], "mean_last", 2)
+    assert torch.allclose(mean, torch.full((4,), 2.5)) and why["rounds"] == [2, 3]
+    with pytest.raises(ValueError, match="one theta per round"):
+        ppo.select_result(thetas[:2], [0.1, 0.5, 0.2], "last", 2)
+
+
+def test_op_set_draws_are_seeded_per_trajectory_and_applied_as_drawn(tmp_path: Path) -> None:
+    """A trajectory's K operations are drawn from p_theta, the same on a rerun, different across
+    trajectories; its policy gives each image one of them (choice = the operation index)."""
+    from hpcaug.ops.policy import AWSOperationSet, policy_from_json
+
+    cfg = _cfg(tmp_path, **{"aws.ops_per_trajectory": 8})
+    theta = torch.full((ppo.NUM_OPERATIONS,), -20.0)
+    theta[:36] = 0.0  # p_theta concentrated on the 36 operations with first element 0
+    a, b = aws.trajectory_operations(cfg, theta, 5), aws.trajectory_operations(cfg, theta, 5)
+    assert a is not None and a == b and len(a) == 8 and all(0 <= k < 36 for k in a)
+    assert aws.trajectory_operations(cfg, theta, 6) != a
+    assert aws.trajectory_operations(_cfg(tmp_path, **{"aws.trajectory": "per_image"}), theta, 5) is None
+    pol = AWSOperationSet(a)
+    s = pol.sample(4000, torch.Generator().manual_seed(0))
+    assert set(s.choice.tolist()) == set(a)
+    counts = torch.bincount(s.choice, minlength=ppo.NUM_OPERATIONS)[sorted(set(a))].double()
+    mult = torch.tensor([a.count(k) for k in sorted(set(a))], dtype=torch.float64)
+    assert torch.allclose(counts / 4000, mult / 8, atol=0.03)  # uniform over the drawn multiset
+    assert policy_from_json(pol.to_json()) == pol
+    with pytest.raises(ValueError, match="0..1295"):
+        AWSOperationSet([1296])
+
+
 def test_update_is_idempotent_and_needs_a_quorum(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, **{"aws.trajectory": "per_image"})
     rd = aws.open_run(cfg)
     for traj in (0, 1):
         _fake_result(rd, cfg, traj, 0.1 * traj, op=5)
@@ -82,23 +163,34 @@ def test_update_is_idempotent_and_needs_a_quorum(tmp_path: Path) -> None:
     assert again == first and torch.equal(rd.theta(1), theta1)
 
 
-def test_trajectory_score_is_mean_log_prob_per_op() -> None:
-    """The PPO ratio uses sum_k f_k log p_k (f = counts / total): scaling counts changes nothing."""
+def test_trajectory_scores_of_both_designs() -> None:
+    """per_image: the score is sum_k f_k log p_k (f = counts / total), so scaling counts changes
+    nothing; op_set: the score is the summed log-prob of the drawn multiset."""
     theta = torch.zeros(ppo.NUM_OPERATIONS)
     g = torch.Generator().manual_seed(1)
     counts = torch.randint(0, 5, (4, ppo.NUM_OPERATIONS), generator=g)
     counts[:, 3] += torch.tensor([0, 10, 20, 40])
     rewards = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    a = ppo.ppo_update(theta, counts, rewards, ppo.PPOState(), lr=0.05)
-    b = ppo.ppo_update(theta, counts * 100, rewards, ppo.PPOState(), lr=0.05)
+
+    def w(c: torch.Tensor) -> torch.Tensor:
+        return torch.stack([ppo.action_weights("per_image", None, row) for row in c])
+
+    a = ppo.ppo_update(theta, w(counts), rewards, ppo.PPOState(), lr=0.05)
+    b = ppo.ppo_update(theta, w(counts * 100), rewards, ppo.PPOState(), lr=0.05)
     assert torch.allclose(a.theta, b.theta, atol=1e-6)
     # KL early stop: a huge lr stops after the first epoch
-    c = ppo.ppo_update(theta, counts, rewards, ppo.PPOState(), lr=5.0)
+    c = ppo.ppo_update(theta, w(counts), rewards, ppo.PPOState(), lr=5.0)
     assert c.stats["ppo_epochs"] == 1 and c.stats["kl"] > 0.002
     # the factorised parametrisation (authors' code) updates too
-    f = ppo.ppo_update(torch.zeros(ppo.num_params("factorised")), counts, rewards, ppo.PPOState(), lr=0.05,
+    f = ppo.ppo_update(torch.zeros(ppo.num_params("factorised")), w(counts), rewards, ppo.PPOState(), lr=0.05,
                        parametrisation="factorised")
     assert ppo.log_probs(f.theta, "factorised").exp()[3] > 1 / ppo.NUM_OPERATIONS
+    # op_set: a drawn multiset weighs each operation by its multiplicity
+    row = ppo.action_weights("op_set", [3, 3, 9], counts[0])
+    assert row[3] == 2 and row[9] == 1 and row.sum() == 3
+    assert float(row @ ppo.log_probs(theta.double())) == pytest.approx(3 * -math.log(ppo.NUM_OPERATIONS))
+    with pytest.raises(ValueError, match="no 'operations'"):
+        ppo.action_weights("op_set", None, counts[0])
 
 
 def test_policy_lr_warms_up_then_stays() -> None:
@@ -114,7 +206,7 @@ def test_array_specs_and_round_split() -> None:
 
 
 def test_plans_skip_what_is_done(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, **{"aws.trajectory": "per_image"})
     rd = aws.open_run(cfg)
     keys = [s.key for s in jobs.plan_search(cfg, rd)]
     assert keys == ["shared", "finetune-0", "update-0", "finetune-1", "update-1", "finetune-2", "update-2", "final"]

@@ -136,7 +136,7 @@ def test_reported_bad_input_submits_nothing(tmp_path: Path, demo_data: Path, slu
 OUT_OF_RANGE: dict[str, tuple[object, object]] = {
     "data.image_size": (0, 1), "data.val_resize": (0, 32), "data.crop_scale": ([0.0, 1.0], [1.0, 1.0]),
     "data.color_jitter": (-0.1, 0), "data.mean": ([-1, 0, 0], [0, 255, 0]), "data.std": ([1, 0, 1], [1e-3, 1, 1]),
-    "data.batch_size": (0, 1), "data.workers": (0, 1), "data.seed": (-1, 0),
+    "data.batch_size": (0, 1), "data.workers": (0, 1), "data.read_ahead": (-1, 0), "data.seed": (-1, 0),
     "augment.copies": (0, 1), "augment.randaugment_n": (0, 1), "augment.randaugment_m": (10, 9),
     "train.epochs": (0, 1), "train.lr": (0, 1e-6), "train.lr_ref_batch": (0, 1), "train.warmup_epochs": (-1, 0),
     "train.momentum": (1.0, 0.99), "train.weight_decay": (-1e-4, 0), "train.label_smoothing": (1.0, 0),
@@ -147,6 +147,7 @@ OUT_OF_RANGE: dict[str, tuple[object, object]] = {
     "aws.quorum": (0, 1), "aws.policy_lr": (0, 1e-6), "aws.policy_lr_warmup_rounds": (-1, 0),
     "aws.adam_betas": ([0.5, 1.0], [0, 0.999]), "aws.ppo_clip": (1.0, 0.99), "aws.ppo_epochs": (0, 1),
     "aws.ppo_kl_stop": (0, 1e-9), "aws.baseline_momentum": (1.0, 0), "aws.final_epochs": (0, 1),
+    "aws.ops_per_trajectory": (0, 1), "aws.result_window": (0, 1),
     "advaa.num_policies": (0, 1), "advaa.sub_policies": (0, 1), "advaa.ops_per_sub_policy": (0, 1),
     "advaa.num_magnitudes": (0, 1), "advaa.hidden": (0, 1), "advaa.embedding": (0, 1), "advaa.lr": (0, 1e-9),
     "advaa.entropy_weight": (-1e-5, 0),

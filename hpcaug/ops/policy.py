@@ -253,6 +253,52 @@ def UniformAWS() -> AWSPolicy:  # noqa: N802  (a named policy, kept as in docs/a
     return AWSPolicy.uniform()
 
 
+class AWSOperationSet(Policy):
+    """A fixed multiset of K AWS operations; each image gets one of them, uniformly.
+
+    What one trajectory of the `op_set` search design applies: the K operations were drawn from
+    p_theta once for the whole fine-tune (hpcaug.search), so trajectories of one round differ in
+    which operations they apply, not only by sampling noise. `choice` is the operation index
+    (0..1295), as for AWSPolicy, so the loaders' op counts mean the same for both.
+    """
+
+    kind = "aws_set"
+
+    def __init__(self, operations: Sequence[int]) -> None:
+        ops = [int(k) for k in operations]
+        n = AWS_SPACE.num_operations
+        if not ops:
+            raise ValueError("AWSOperationSet needs at least one operation index")
+        bad = [k for k in ops if not 0 <= k < n]
+        if bad:
+            raise ValueError(f"AWSOperationSet: operation indices must be in 0..{n - 1}, got {bad[:5]}")
+        self.operations: tuple[int, ...] = tuple(ops)
+        e = AWS_SPACE.num_elements
+        self._ops = torch.tensor(ops, dtype=torch.int64)
+        els = AWS_SPACE.elements
+        self._el_op = torch.tensor([x.op for x in els], dtype=torch.int64)
+        self._el_bin = torch.tensor([x.bin for x in els], dtype=torch.int64)
+        self._e = e
+
+    @property
+    def num_choices(self) -> int:
+        return AWS_SPACE.num_operations
+
+    @property
+    def augmentations(self) -> frozenset[str]:
+        return AWS_SPACE.op_names
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Sampled:
+        _check_n(n)
+        choice = self._ops[torch.randint(len(self._ops), (n,), generator=generator)]
+        els = torch.stack([choice // self._e, choice % self._e], dim=1)
+        op_ids, params = program_from_elements(self._el_op[els], self._el_bin[els], generator)
+        return Sampled(op_ids, params, choice)
+
+    def _fields(self) -> dict[str, Any]:
+        return {"operations": list(self.operations)}
+
+
 # --------------------------------------------------------------------------------- sub-policies
 SubPolicy = tuple[tuple[str, float, int], ...]
 
@@ -420,6 +466,8 @@ def policy_from_dict(d: dict[str, Any]) -> Policy:
         if kind == "aws":
             dtype = getattr(torch, d.get("dtype", "float32"))
             return AWSPolicy(torch.tensor(d["theta"], dtype=dtype), d.get("parametrisation", "joint"))
+        if kind == "aws_set":
+            return AWSOperationSet(d["operations"])
         if kind == "subpolicies":
             return SubPolicyPolicy(d["sub_policies"])
         if kind == "randaugment":
@@ -430,7 +478,7 @@ def policy_from_dict(d: dict[str, Any]) -> Policy:
             return NoPolicy()
     except KeyError as e:
         raise ValueError(f"policy of type {kind!r} is missing field {e}") from None
-    raise ValueError(f"unknown policy type {kind!r}; valid: aws, subpolicies, randaugment, trivialaugment, none")
+    raise ValueError(f"unknown policy type {kind!r}; valid: aws, aws_set, subpolicies, randaugment, trivialaugment, none")
 
 
 def policy_from_json(text: str) -> Policy:

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import torch
 
 from hpcaug.config import Config
+from hpcaug.ops.policy import AWSOperationSet
 from hpcaug.search import ppo
 from hpcaug.search.rundir import RunDir, format_ranges, read_json, read_pt, write_json, write_pt
 
@@ -98,6 +99,16 @@ def shared_checkpoint(rd: RunDir) -> Path:
 
 
 # ---------------------------------------------------------------- finetune
+def trajectory_operations(cfg: Config, theta: torch.Tensor, traj: int) -> list[int] | None:
+    """The K operations trajectory `traj` applies (aws.trajectory: op_set), drawn from p_theta of
+    its round with a generator seeded by the trajectory id, so a rerun draws the same set; None
+    for per_image (every image draws from p_theta)."""
+    if cfg.aws.trajectory != "op_set":
+        return None
+    g = torch.Generator().manual_seed((cfg.data.seed + 1 + traj) * 2654435761 % 2**63)  # apart from the loader's seed
+    return ppo.draw_operations(theta, cfg.aws.parametrisation, cfg.aws.ops_per_trajectory, g)
+
+
 def reward_of(history: list[dict[str, Any]], top_k: int) -> float:
     """Mean of the best `top_k` validation top-1 accuracies of a fine-tune (aws.reward_top_k)."""
     accs = sorted((float(h["val_top1"]) for h in history), reverse=True)
@@ -127,7 +138,8 @@ def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int)
     theta = rd.theta(r)  # read when the task starts: the theta of its round
     ck = shared_checkpoint(rd)
     dist = _dist(cfg)
-    policy = aws_policy(theta, cfg)
+    operations = trajectory_operations(cfg, theta, traj)
+    policy = aws_policy(theta, cfg) if operations is None else AWSOperationSet(operations)
     tcfg = cfg.replace(**{"train.seed": cfg.train.seed + 1 + traj, "data.seed": cfg.data.seed + 1 + traj})
     t0 = time.time()
     res = train(tcfg, rd.finetune_dir(r, traj), [policy] * cfg.augment.copies, epochs=cfg.aws.finetune_epochs,
@@ -138,6 +150,7 @@ def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int)
     result = {
         "trajectory": traj, "round": r, "reward": reward_of(res.history, cfg.aws.reward_top_k),
         "val_top1": [float(h["val_top1"]) for h in res.history], "history": res.history,
+        "trajectory_design": cfg.aws.trajectory, "operations": operations,
         "choice_counts": counts.tolist(), "num_samples": int(counts.sum()),
         "host": socket.gethostname(), "slurm_job": os.environ.get("SLURM_JOB_ID", ""),
         "wall_s": time.time() - t0,
@@ -165,12 +178,15 @@ def _lock(path: Path) -> Iterator[None]:
 
 
 def gather(cfg: Config, rd: RunDir, r: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-    """Round r's finished trajectories: (ids, counts [n, 1296], rewards [n]); only ids of round r."""
+    """Round r's finished trajectories: (ids, weights [n, 1296], rewards [n]); only ids of round r.
+    A row of weights is the trajectory's action for PPO (ppo.action_weights of aws.trajectory)."""
     res = {t: v for t, v in rd.results(r).items() if t in round_trajectories(cfg, r)}
     ids = sorted(res)
-    counts = torch.tensor([res[t]["choice_counts"] for t in ids], dtype=torch.int64).reshape(len(ids), -1)
+    rows = [ppo.action_weights(cfg.aws.trajectory, res[t].get("operations"), torch.tensor(res[t]["choice_counts"]))
+            for t in ids]
+    weights = torch.stack(rows) if rows else torch.zeros(0, ppo.NUM_OPERATIONS, dtype=torch.float64)
     rewards = torch.tensor([float(res[t]["reward"]) for t in ids], dtype=torch.float64)
-    return ids, counts, rewards
+    return ids, weights, rewards
 
 
 def run_update(cfg: Config, run_dir: str | os.PathLike[str] | None, r: int) -> dict[str, Any]:
@@ -182,7 +198,7 @@ def run_update(cfg: Config, run_dir: str | os.PathLike[str] | None, r: int) -> d
             log.info("update %d: already done", r)
             return read_json(rd.update_path(r))
         theta = rd.theta(r)
-        ids, counts, rewards = gather(cfg, rd, r)
+        ids, weights, rewards = gather(cfg, rd, r)
         need, t = quorum_size(cfg), cfg.aws.trajectories_per_round
         if len(ids) < need:
             missing = [i for i in round_trajectories(cfg, r) if i not in ids]
@@ -193,15 +209,15 @@ def run_update(cfg: Config, run_dir: str | os.PathLike[str] | None, r: int) -> d
                 f"--round {r}` (or `--stage search` to resume everything). Logs: {rd.logs_dir}")
         state = ppo.PPOState.from_dict(read_pt(rd.ppo_state_path(r))) if rd.ppo_state_path(r).exists() else ppo.PPOState()
         a = cfg.aws
-        settings = ppo.PPOSettings(clip=a.ppo_clip, epochs=a.ppo_epochs, kl_stop=a.ppo_kl_stop,
-                                   betas=tuple(a.adam_betas), baseline_momentum=a.baseline_momentum)  # type: ignore[arg-type]
+        settings = ppo_settings(cfg)
         lr = ppo.policy_lr(r, a.policy_lr, a.policy_lr_warmup_rounds)
-        out = ppo.ppo_update(theta, counts, rewards, state, lr=lr, settings=settings, parametrisation=a.parametrisation)
+        out = ppo.ppo_update(theta, weights, rewards, state, lr=lr, settings=settings, parametrisation=a.parametrisation)
         write_pt(rd.ppo_state_path(r + 1), out.state.to_dict())
         write_pt(rd.theta_path(r + 1), {"theta": out.theta, "round": r + 1, "parametrisation": a.parametrisation})
-        write_policy(cfg, rd, out.theta, rounds_done=r + 1)
+        source = write_policy(cfg, rd, out.theta, rounds_done=r + 1, mean_reward=out.stats["mean_reward"])
         summary = {"round": r, "trajectories": ids, "rewards": rewards.tolist(), "missing":
-                   [i for i in round_trajectories(cfg, r) if i not in ids], **out.stats}
+                   [i for i in round_trajectories(cfg, r) if i not in ids], "trajectory_design": a.trajectory,
+                   "policy_json": source, **out.stats}
         write_json(rd.update_path(r), summary)  # last: marks the round done
     log.info("update %d: %d rewards, mean %.4f, baseline %.4f, entropy %.3f, %d PPO epochs, KL %.5f",
              r, len(ids), out.stats["mean_reward"], out.stats["baseline"], out.stats["entropy"],
@@ -209,15 +225,24 @@ def run_update(cfg: Config, run_dir: str | os.PathLike[str] | None, r: int) -> d
     return summary
 
 
-def write_policy(cfg: Config, rd: RunDir, theta: torch.Tensor, rounds_done: int) -> None:
-    """policy.json: the searched policy in the ops module's format (load_policy reads it)."""
-    import json
+def ppo_settings(cfg: Config) -> ppo.PPOSettings:
+    a = cfg.aws
+    return ppo.PPOSettings(clip=a.ppo_clip, epochs=a.ppo_epochs, kl_stop=a.ppo_kl_stop,
+                           betas=(a.adam_betas[0], a.adam_betas[1]), baseline_momentum=a.baseline_momentum,
+                           baseline=a.baseline)
 
-    policy = aws_policy(theta, cfg)
-    spec = policy.to_json()
-    data = json.loads(spec) if isinstance(spec, str) else spec
-    write_json(rd.policy_path, data)
-    write_json(rd.root / "search_state.json", {"rounds_done": rounds_done, "policy": "policy.json"})
+
+def write_policy(cfg: Config, rd: RunDir, theta: torch.Tensor, rounds_done: int, mean_reward: float) -> dict[str, Any]:
+    """policy.json: the searched policy chosen by aws.result_policy (ppo.select_result) from the
+    thetas of rounds 0..rounds_done (`theta` is the newest, not yet on disk, and `mean_reward` the
+    newest round's, whose update.json is not written yet). Returns where it came from and why."""
+    thetas = [rd.theta(i) for i in range(rounds_done)] + [theta]
+    means = [float(read_json(rd.update_path(i))["mean_reward"]) for i in range(rounds_done - 1)] + [mean_reward]
+    chosen, source = ppo.select_result(thetas, means, cfg.aws.result_policy, cfg.aws.result_window)
+    write_json(rd.policy_path, aws_policy(chosen, cfg).to_dict())
+    write_json(rd.search_state_path, {"rounds_done": rounds_done, "policy": "policy.json",
+                                      "policy_source": source})
+    return source
 
 
 # ---------------------------------------------------------------- final

@@ -1,17 +1,22 @@
-"""The AWS policy update: PPO-clip on theta with an exponential-moving-average baseline.
+"""The AWS policy update: PPO-clip on theta, with the trajectory design and baseline as config values.
 
 The distribution (AWS section 3.4): operation k = (element k // 36, element k % 36), 1296 of them.
 - joint:      theta[1296],        p_k = sigmoid(theta_k) / sum_j sigmoid(theta_j)
 - factorised: theta[36 + 36*36],  p(e1) * p(e2 | e1), each a normalised sigmoid (authors' code)
-(hpcaug.ops.policy.aws_log_probs defines both; the loaders sample from the same AWSPolicy.)
+(hpcaug.ops.policy.aws_log_probs defines both; the loaders sample from the same policies.)
 
-A trajectory (one finetune task) applies thousands of sampled operations, so its "action" is the
-vector of counts c[k] of operations it used. We score a trajectory by the **mean log-probability
-per applied operation**, sum_k f_k log p_k with f = c / sum(c) (documented in docs/search.md):
-its gradient points the same way as the summed log-probability sum_k c_k log p_k (a factor
-sum(c) apart), but the PPO ratio exp(sum_k f_k (log p'_k - log p_k)) stays O(1) so the 0.2 clip
-means what it means in PPO; with the summed form the ratio is a product of ~10^4 per-image
-ratios and is clipped after a vanishing step.
+What a trajectory (one finetune task) is, `aws.trajectory` (docs/search.md, "Trajectory designs"):
+- `op_set` (default): the task draws K = aws.ops_per_trajectory operations from p_theta once, and
+  its fine-tune gives each image one of those K, uniformly. Its action is the drawn multiset, so
+  its score is the summed log-probability sum_{k in set} log p_k. Trajectories of one round apply
+  markedly different operation mixes, so the reward differences carry the operations' effect
+  whatever the size of the fine-tune.
+- `per_image` (the paper's wording): every image draws its own operation from p_theta. The action
+  is the vector of applied counts c; the score is the mean log-probability per applied operation,
+  sum_k f_k log p_k with f = c / sum(c) (the summed form's PPO ratio would be a product of ~10^6
+  per-image ratios). Trajectories differ only by multinomial noise in f, so the signal falls as
+  n^-1/2 with the fine-tune's n images (benchmarks/search_power.py measures it).
+Both designs give `ppo_update` a weight matrix W [T, 1296]: score_i = W_i . log p.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from typing import Any
 
 import torch
 
+from hpcaug.config import BASELINES, RESULT_RULES, TRAJECTORY_DESIGNS
 from hpcaug.ops.policy import aws_log_probs, aws_theta_size
 
 NUM_ELEMENTS = 36
@@ -57,6 +63,7 @@ class PPOSettings:
     kl_stop: float = 0.002
     betas: tuple[float, float] = (0.5, 0.999)
     baseline_momentum: float = 0.9
+    baseline: str = "ema"  # ema: the paper's moving average | round_mean: the round's own mean reward
 
 
 @dataclass
@@ -89,28 +96,60 @@ def policy_lr(round_index: int, lr: float, warmup_rounds: int) -> float:
     return lr * min(1.0, (round_index + 1) / warmup_rounds)
 
 
-def ppo_update(theta: torch.Tensor, counts: torch.Tensor, rewards: torch.Tensor, state: PPOState, *,
+def draw_operations(theta: torch.Tensor, parametrisation: str, k: int, generator: torch.Generator) -> list[int]:
+    """The op_set design's action: k operation indices drawn from p_theta with replacement."""
+    p = log_probs(theta.detach().double(), parametrisation).exp()
+    return [int(i) for i in torch.multinomial(p, k, replacement=True, generator=generator)]
+
+
+def action_weights(design: str, operations: list[int] | None, counts: torch.Tensor) -> torch.Tensor:
+    """One trajectory's row of W (score = W . log p): the drawn multiset (op_set) or the applied
+    frequencies (per_image). `counts` [1296] are the operations the fine-tune applied."""
+    if design == "op_set":
+        if not operations:
+            raise ValueError("an op_set trajectory result has no 'operations' (was it run with aws.trajectory: "
+                             "per_image? a run dir keeps the design it was started with)")
+        return torch.bincount(torch.as_tensor(operations, dtype=torch.int64), minlength=NUM_OPERATIONS).double()
+    if design == "per_image":
+        c = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
+        return c / c.sum().clamp_min(1.0)
+    raise ValueError(f"aws.trajectory must be one of {TRAJECTORY_DESIGNS}, got {design!r}")
+
+
+def advantages(rewards: torch.Tensor, state: PPOState, settings: PPOSettings) -> tuple[torch.Tensor, float]:
+    """(A_i = R_i - b, b). ema: b is the moving average before this round's rewards enter it
+    (round 0: the round's mean, so it is centred); round_mean: b = this round's mean (no lag;
+    leave-one-out would only rescale A by T/(T-1), which Adam's normalisation cancels)."""
+    mean_r = float(rewards.mean())
+    if settings.baseline == "round_mean" or state.baseline is None:
+        b = mean_r
+    elif settings.baseline == "ema":
+        b = float(state.baseline)
+    else:
+        raise ValueError(f"aws.baseline must be one of {BASELINES}, got {settings.baseline!r}")
+    return rewards - b, b
+
+
+def ppo_update(theta: torch.Tensor, weights: torch.Tensor, rewards: torch.Tensor, state: PPOState, *,
                lr: float, settings: PPOSettings = PPOSettings(), parametrisation: str = "joint") -> UpdateOutput:
     """One AWS policy update from a round's trajectories.
 
-    theta: the sampling policy of the round; counts [T, 1296] operations each trajectory used;
-    rewards [T]. Advantage A_i = R_i - b with b the EMA baseline (initialised to the first round's
-    mean reward so round 0 is centred); b <- m b + (1 - m) mean(R) afterwards. Up to
-    `settings.epochs` full-batch Adam steps on the clipped surrogate, stopping early once the exact
-    KL(p_old || p_new) exceeds `settings.kl_stop`.
+    theta: the sampling policy of the round; weights [T, 1296]: each trajectory's action as a row
+    of W (`action_weights`); rewards [T]. Up to `settings.epochs` full-batch Adam steps on the
+    clipped surrogate with ratio exp(W_i . (log p_new - log p_old)), stopping early once the exact
+    KL(p_old || p_new) exceeds `settings.kl_stop`. The EMA baseline is kept in the state whatever
+    `settings.baseline` is (status and report show it).
     """
-    if counts.ndim != 2 or counts.shape[0] != rewards.numel() or counts.shape[1] != NUM_OPERATIONS:
-        raise ValueError(f"counts must be [T, {NUM_OPERATIONS}] with T = len(rewards); got {tuple(counts.shape)}")
-    totals = counts.sum(1, keepdim=True).clamp_min(1)
-    freqs = counts.double() / totals.double()
+    if weights.ndim != 2 or weights.shape[0] != rewards.numel() or weights.shape[1] != NUM_OPERATIONS:
+        raise ValueError(f"weights must be [T, {NUM_OPERATIONS}] with T = len(rewards); got {tuple(weights.shape)}")
+    w = weights.double()
     rewards = rewards.double()
     mean_r = float(rewards.mean())
-    b = mean_r if state.baseline is None else float(state.baseline)
-    adv = rewards - b
+    adv, b = advantages(rewards, state, settings)
 
     theta0 = theta.detach().double().clone()
     lp_old = log_probs(theta0, parametrisation)
-    score_old = freqs @ lp_old  # mean log-prob per op of each trajectory, under the sampling policy
+    score_old = w @ lp_old  # each trajectory's score under the sampling policy
     param = torch.nn.Parameter(theta0.clone())
     opt = torch.optim.Adam([param], lr=lr, betas=settings.betas)
     if state.adam is not None:
@@ -121,7 +160,7 @@ def ppo_update(theta: torch.Tensor, counts: torch.Tensor, rewards: torch.Tensor,
     epochs_run, kl, clip_frac, loss_v = 0, 0.0, 0.0, 0.0
     for _ in range(settings.epochs):
         lp = log_probs(param, parametrisation)
-        ratio = torch.exp(freqs @ lp - score_old)
+        ratio = torch.exp(w @ lp - score_old)
         surr = torch.minimum(ratio * adv, ratio.clamp(1 - settings.clip, 1 + settings.clip) * adv)
         loss = -surr.mean()
         opt.zero_grad()
@@ -135,12 +174,40 @@ def ppo_update(theta: torch.Tensor, counts: torch.Tensor, rewards: torch.Tensor,
         if kl > settings.kl_stop:
             break
     new_theta = param.detach().to(theta.dtype)
-    new_b = settings.baseline_momentum * b + (1 - settings.baseline_momentum) * mean_r
+    ema = mean_r if state.baseline is None else float(state.baseline)
+    new_ema = settings.baseline_momentum * ema + (1 - settings.baseline_momentum) * mean_r
     stats = {
         "lr": lr, "ppo_epochs": epochs_run, "kl": kl, "clip_fraction": clip_frac, "loss": loss_v,
-        "baseline_used": b, "baseline": new_b, "mean_reward": mean_r,
+        "baseline_kind": settings.baseline, "baseline_used": b, "baseline": new_ema, "mean_reward": mean_r,
         "advantages": [float(a) for a in adv],
         "entropy_before": entropy(theta0, parametrisation), "entropy": entropy(new_theta, parametrisation),
         "max_entropy": math.log(NUM_OPERATIONS),
     }
-    return UpdateOutput(new_theta, PPOState(adam=opt.state_dict(), baseline=new_b, step=state.step + 1), stats)
+    return UpdateOutput(new_theta, PPOState(adam=opt.state_dict(), baseline=new_ema, step=state.step + 1), stats)
+
+
+def select_result(thetas: list[torch.Tensor], mean_rewards: list[float], rule: str, window: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The theta that becomes policy.json after len(mean_rewards) updates, and why.
+
+    thetas[r] is the policy round r sampled from (thetas[-1]: the newest, not yet evaluated);
+    mean_rewards[r] is round r's mean reward. Rules (aws.result_policy):
+    - last: the newest theta (what PPO ended at);
+    - best_round: the theta of the round with the highest mean reward (the authors' code);
+    - mean_last: the mean of the newest `window` thetas (averages out the last steps' noise).
+    """
+    n = len(mean_rewards)
+    if len(thetas) != n + 1:
+        raise ValueError(f"select_result needs one theta per round plus the newest: {len(thetas)} thetas, {n} rounds")
+    if rule == "last":
+        return thetas[-1], {"rule": rule, "round": n, "why": f"the theta after the last of {n} update(s)"}
+    if rule == "best_round":
+        r = max(range(n), key=lambda i: mean_rewards[i])
+        return thetas[r], {"rule": rule, "round": r, "why": f"round {r} had the highest mean reward "
+                                                            f"({mean_rewards[r]:.4f}) of {n} round(s)"}
+    if rule == "mean_last":
+        k = max(1, min(window, len(thetas)))
+        first = len(thetas) - k
+        mean = torch.stack([t.double() for t in thetas[first:]]).mean(0).to(thetas[-1].dtype)
+        return mean, {"rule": rule, "rounds": [first, n], "why": f"the mean of the thetas of rounds {first}-{n} "
+                                                                 f"(the last {k})"}
+    raise ValueError(f"aws.result_policy must be one of {RESULT_RULES}, got {rule!r}")
