@@ -8,8 +8,10 @@ also:   hpcaug's DALI backend on the CPU (standalone pipeline, uniform AWS progr
 Same images (foolbox's real ImageNet photos resized to 224, tiled to the batch), same process,
 same torch thread count (1 by default: DataLoader workers run with one thread, and on a
 busy 2-core machine torch's intra-op threads stall). Ends with one RESULT line.
+--per-op: instead, the cost of each op alone (every image of the batch gets that op at bin 9
+or, for ops without magnitude, the op itself), process CPU ms per image, torch and DALI.
 
-    python benchmarks/ops.py [--batch 128] [--seconds 4] [--threads 1]
+    python benchmarks/ops.py [--batch 128] [--seconds 4] [--threads 1] [--per-op] [--device cpu]
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from hpcaug.ops import UniformAWS, apply_program
+from hpcaug.ops import OPS, UniformAWS, apply_program
 
 
 def load_images(n: int, size: int = 224) -> torch.Tensor:
@@ -61,9 +63,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for both sides (default 1, as in a DataLoader worker; 0 = torch's default)")
     ap.add_argument("--no-dali", action="store_true")
+    ap.add_argument("--per-op", action="store_true", help="cost of each op alone (torch, DALI)")
+    ap.add_argument("--device", default="cpu", help="device of the torch backend's images (cpu, cuda)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.per_op:
+        per_op(args)
+        return
     from torchvision.transforms import v2
 
     x = load_images(args.batch)
@@ -105,6 +112,41 @@ def main() -> None:
     print(f"CPU-time ratio vs torchvision AutoAugment loop: {theirs_ms / ours_ms:.2f}")
     print(f"RESULT ops_torch_cpu {ours_r:.1f} img/s vs torchvision_autoaugment_loop {theirs:.1f} img/s "
           f"ratio={ours_r / theirs:.2f}")
+
+
+def per_op(args: argparse.Namespace) -> None:
+    """Each op alone on the whole batch: torch (on --device) and DALI CPU, CPU ms per image."""
+    x = load_images(args.batch).to(args.device)
+    n = len(x)
+    dali = None
+    if not args.no_dali and importlib.util.find_spec("nvidia.dali"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        from hpcaug.ops import dali_backend as dali
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    print(f"batch {n} x {tuple(x.shape[1:])} uint8 on {x.device}, threads {torch.get_num_threads()}; "
+          f"CPU ms per image (process time), img/s")
+    for spec in OPS:
+        ids = torch.full((n, 1), spec.id)
+        params = torch.zeros(n, 1, 3)
+        params[:, 0, 0] = spec.param(9) if spec.has_magnitude else 0.0
+        params[:, 0, 1:] = torch.rand(n, 2, generator=torch.Generator().manual_seed(spec.id))
+
+        def ours() -> int:
+            apply_program(x, ids, params)
+            sync()
+            return n
+
+        r, ms = rate(ours, args.seconds)
+        line = f"{spec.name:14s} torch {ms:6.3f} ms {r:9.0f} img/s"
+        if dali is not None:
+            xc = x.cpu()
+
+            def theirs() -> int:
+                dali.run_program(xc, ids, params, device="cpu", num_threads=max(1, torch.get_num_threads()))
+                return n
+
+            line += f"   DALI cpu {rate(theirs, args.seconds)[1]:6.3f} ms"
+        print(line)
 
 
 if __name__ == "__main__":

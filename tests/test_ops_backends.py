@@ -19,7 +19,8 @@ from nvidia.dali import fn, pipeline_def, types  # noqa: E402
 from hpcaug.ops import (OPS, SubPolicyPolicy, UniformAWS, apply_program, op_id)  # noqa: E402
 from hpcaug.ops import dali_backend as db  # noqa: E402
 from hpcaug.ops.policy import program_from_elements  # noqa: E402
-from hpcaug.ops.table import NUM_BINS, OpSpec  # noqa: E402
+from hpcaug.ops.table import NUM_BINS  # noqa: E402
+from hpcaug.ops.torch_backend import every_bin_program  # noqa: E402
 
 # per op: (max mean |diff| of any image in uint8 levels, max fraction of differing pixels)
 EXACT = (0.01, 0.001)
@@ -47,16 +48,6 @@ def fashion(demo_data: Path) -> torch.Tensor:
     return _decode(files, 32)
 
 
-def per_op_program(op: OpSpec, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """n samples of op, cycling through every (bin, sign); u1/u2 random."""
-    combos = [(b, s) for b in range(NUM_BINS) for s in ((1, -1) if op.signed else (1,))]
-    params = torch.zeros(n, 1, 3)
-    for i in range(n):
-        params[i, 0, 0] = op.param(*combos[i % len(combos)])
-    params[:, 0, 1:] = torch.rand(n, 2, generator=torch.Generator().manual_seed(seed))
-    return torch.full((n, 1), op.id), params
-
-
 def diff_stats(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     d = (a.int() - b.int()).abs().float()
     return float(d.mean(dim=(1, 2, 3)).max()), float((d > 0).float().mean())
@@ -67,7 +58,7 @@ def _check_agreement(images: torch.Tensor) -> dict[str, tuple[float, float]]:
     gray = bool((x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all())  # Fashion-MNIST: Color is a no-op
     measured = {}
     for op in OPS:
-        ids, params = per_op_program(op, len(x), seed=op.id)
+        ids, params = every_bin_program(op.id, len(x), seed=op.id)
         ours = apply_program(x, ids, params)
         dali = db.run_program(x, ids, params, device="cpu")
         assert dali.shape == ours.shape and dali.dtype == torch.uint8
@@ -164,3 +155,56 @@ def test_dali_apply_program_needs_conditionals() -> None:
 
     with pytest.raises(RuntimeError, match="enable_conditionals=True"):
         plain(batch_size=2, num_threads=1, device_id=None).build()
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_standalone_pipeline_defines_on_either_device(device: str) -> None:
+    """The graph is defined (not built: no GPU here) for the device passed explicitly. On GPU
+    images the graph must not ask DALI for their shape: that is a GPU -> CPU transfer, refused
+    under the standalone pipeline's synchronous executor (the old code failed here)."""
+    for augmentations in (None, ["Rotate", "Equalize", "SamplePairing"]):
+        pipe = db._pipeline(4, 2, device, 1, augmentations)
+        assert pipe.device_id == (0 if device == "gpu" else None)
+
+
+def test_gpu_images_need_their_shape() -> None:
+    @pipeline_def(enable_conditionals=True)
+    def on_gpu(shape):  # type: ignore[no-untyped-def]
+        imgs = fn.external_source(name="images", dtype=types.UINT8, layout="HWC").gpu()
+        ids = fn.external_source(name="op_ids", dtype=types.INT64)
+        prm = fn.external_source(name="params", dtype=types.FLOAT)
+        return db.apply_program(imgs, ids, prm, shape=shape)
+
+    on_gpu((32, 32), batch_size=2, num_threads=1, device_id=0, exec_async=False, exec_pipelined=False)
+    with pytest.raises(ValueError, match="needs shape="):
+        on_gpu(None, batch_size=2, num_threads=1, device_id=0, exec_async=False, exec_pipelined=False)
+
+
+def test_graph_has_branches_only_for_the_policys_ops(photos: torch.Tensor) -> None:
+    """augmentations= builds the identity plus one branch per implementation; run with a
+    fixed size (the loader's shape=) it gives the torch backend's pixels."""
+    branches, lut = db._branches(UniformAWS().augmentations)
+    assert db.IMPLS[op_id("SamplePairing")] not in branches and db.IMPLS[op_id("Cutout")] not in branches
+    assert len(branches) == 11 and lut[op_id("Cutout") + 1] == 0  # identity, geometric, 9 colour ops
+    assert len(db._branches(None)[0]) == 13
+    with pytest.raises(ValueError, match="unknown op"):
+        db._branches(["Shear"])
+
+    @pipeline_def(enable_conditionals=True)
+    def fixed():  # type: ignore[no-untyped-def]
+        imgs = fn.external_source(name="images", dtype=types.UINT8, layout="HWC")
+        ids = fn.external_source(name="op_ids", dtype=types.INT64)
+        prm = fn.external_source(name="params", dtype=types.FLOAT)
+        return db.apply_program(imgs, ids, prm, augmentations=UniformAWS().augmentations, shape=(128, 128))
+
+    n = len(photos)
+    pipe = fixed(batch_size=n, num_threads=1, device_id=None, exec_async=False, exec_pipelined=False)
+    pipe.build()
+    s = UniformAWS().sample(n, torch.Generator().manual_seed(3))
+    pipe.feed_input("images", list(photos.permute(0, 2, 3, 1).contiguous().numpy()), layout="HWC")
+    pipe.feed_input("op_ids", list(s.op_ids.numpy()))
+    pipe.feed_input("params", list(s.params.numpy()))
+    (out,) = pipe.run()
+    y = torch.from_numpy(np.stack([np.asarray(out.at(i)) for i in range(n)])).permute(0, 3, 1, 2)
+    worst, frac = diff_stats(apply_program(photos, s.op_ids, s.params), y)
+    assert worst <= 0.05 and frac <= 0.002, (worst, frac)

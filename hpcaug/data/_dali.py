@@ -107,10 +107,10 @@ def _dali_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([0xDA11, *map(int, parts)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, bool] | None], fmt: _Format,
+def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, frozenset[str]] | None], fmt: _Format,
                     **kw: Any) -> Any:
     """The train pipeline: decode -> per copy (random resized crop, colour, program, flip +
-    normalise). `steps[m]` = (K, may use SamplePairing) of copy m's programs, None for none."""
+    normalise). `steps[m]` = (K, the ops policy m can emit) of copy m's programs, None for none."""
     from nvidia.dali import fn, pipeline_def, types
 
     d = cfg.data
@@ -147,8 +147,8 @@ def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, bool] |
                 from hpcaug.ops import dali_backend
 
                 j = 4 + 2 * sum(bool(k) for k in steps[:m])
-                k, pairing = steps[m]
-                x = dali_backend.apply_program(x, outs[j], outs[j + 1], num_steps=k, sample_pairing=pairing)
+                k, ops = steps[m]
+                x = dali_backend.apply_program(x, outs[j], outs[j + 1], num_steps=k, augmentations=ops, shape=(s, s))
             mirror = fn.random.coin_flip() if d.flip else 0
             images.append(fmt.normalize(x, mean=list(d.mean), std=list(d.std), mirror=mirror))
         return (*images, labels, choices, rows)
@@ -181,17 +181,6 @@ def _op_id(name: str) -> int:
 
 
 _PAIRING_ID = _op_id("SamplePairing")
-
-
-def _may_pair(policy: Any) -> bool:
-    """Whether a policy can emit SamplePairing (the DALI program then needs that branch)."""
-    kind = getattr(policy, "kind", "")
-    if kind in ("aws", "randaugment", "trivialaugment", "none"):
-        return False
-    subs = getattr(policy, "sub_policies", None)
-    if subs is not None:
-        return any(step[0] == "SamplePairing" for sp in subs for step in sp)
-    return True
 
 
 class _Feed:
@@ -389,7 +378,8 @@ class DaliTrainLoader(TrainPolicies, _DaliLoader):
     """Train loader (see hpcaug.data.build_train_loader)."""
 
     def _pipe_key(self) -> Any:
-        return tuple((k, _may_pair(p)) if getattr(p, "kind", "") != "none" and k > 0 else None
+        # the graph depends on the ops a policy kind can emit, not on this epoch's policies
+        return tuple((k, p.augmentations) if p.augmentations and k > 0 else None
                      for p, k in zip(self.policies, policy_steps(self.policies)))
 
     def _build(self, source: _Feed, **kw: Any) -> Any:

@@ -121,6 +121,13 @@ class Policy(ABC):
     @abstractmethod
     def num_choices(self) -> int: ...
 
+    @property
+    @abstractmethod
+    def augmentations(self) -> frozenset[str]:
+        """Names of the ops (hpcaug.ops.table) this policy can emit: a DALI graph builds a branch
+        for each. Fixed per policy kind where the kind fixes the op list, so that loaders keep
+        their graph when new policies of the same kind arrive (AdvAA's every epoch)."""
+
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> Sampled: ...
 
@@ -218,6 +225,10 @@ class AWSPolicy(Policy):
     @property
     def num_choices(self) -> int:
         return AWS_SPACE.num_operations
+
+    @property
+    def augmentations(self) -> frozenset[str]:
+        return AWS_SPACE.op_names
 
     def log_probs(self) -> torch.Tensor:
         return aws_log_probs(self.theta.to(torch.float64), self.parametrisation)
@@ -356,6 +367,12 @@ class SubPolicyPolicy(Policy):
     def num_choices(self) -> int:
         return len(self.sub_policies)
 
+    @property
+    def augmentations(self) -> frozenset[str]:
+        """Every op of the table: a sub-policy list is data (AdvAA draws new lists every epoch),
+        so a graph built for one list must run the next (the ops in use: `sub_policies`)."""
+        return frozenset(op.name for op in OPS)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Sampled:
         _check_n(n)
         choice = torch.randint(len(self.sub_policies), (n,), generator=generator)
@@ -401,6 +418,10 @@ class RandAugment(Policy):
     def num_choices(self) -> int:
         return len(RA_OPS) ** self.n
 
+    @property
+    def augmentations(self) -> frozenset[str]:
+        return frozenset(RA_OPS) - {"Identity"}
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Sampled:
         _check_n(n)
         idx = torch.randint(len(RA_OPS), (n, self.n), generator=generator)
@@ -424,6 +445,10 @@ class TrivialAugment(Policy):
     def num_choices(self) -> int:
         return len(RA_OPS) * NUM_BINS
 
+    @property
+    def augmentations(self) -> frozenset[str]:
+        return frozenset(RA_OPS) - {"Identity"}
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Sampled:
         _check_n(n)
         idx = torch.randint(len(RA_OPS), (n, 1), generator=generator)
@@ -443,6 +468,10 @@ class NoPolicy(Policy):
     @property
     def num_choices(self) -> int:
         return 1
+
+    @property
+    def augmentations(self) -> frozenset[str]:
+        return frozenset()
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Sampled:
         _check_n(n)

@@ -55,6 +55,11 @@ class Space:
     def num_operations(self) -> int:
         return self.num_elements ** self.ops_per_operation
 
+    @property
+    def op_names(self) -> frozenset[str]:
+        """Names of the ops that have an element in this space."""
+        return frozenset(e.spec.name for e in self.elements)
+
     def element_index(self, name_or_op: str | int, bin: int = 0) -> int:
         """Index of element (op, bin); accepts 'ShearX:3' or ('ShearX', 3)."""
         if isinstance(name_or_op, str) and ":" in name_or_op:

@@ -24,7 +24,7 @@ Physical parameters (what `param` returns and `params[..., 0]` holds):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 NUM_BINS = 10
 FILL = 128  # fill value for pixels a geometric op or Cutout uncovers (AutoAugment's grey)
@@ -146,3 +146,58 @@ def check_param(op: int, value: float) -> None:
     if not lo - PARAM_EPS <= value <= hi + PARAM_EPS:
         raise ValueError(f"{spec.name}: parameter {value} is out of range [{lo:.4g}, {hi:.4g}]; "
                          f"build programs with OpSpec.param(bin, sign) or a policy's sample()")
+
+
+# ---------------------------------------------------------------------------- implementations
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class Implementations(Generic[F]):
+    """One backend's op implementations, each declared by op name above its function.
+
+        IMPLS = Implementations("torch")
+
+        @IMPLS("Color")
+        def color(...): ...
+
+    A function may serve several ops (`@IMPLS("ShearX", "ShearY")`). The backend module ends
+    with `IMPLS.check_complete()`, so importing a backend that lacks an op of the table fails
+    at once, naming the op.
+    """
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self._by_id: dict[int, F] = {}
+
+    def __call__(self, *names: str) -> Callable[[F], F]:
+        if not names:
+            raise ValueError(f"{self.backend} backend: name the op(s) a function implements, e.g. @IMPLS('Color')")
+        ids = [op_id(n) for n in names]  # ValueError for a misspelt name
+
+        def register(fn: F) -> F:
+            for name, i in zip(names, ids):
+                if i in self._by_id:
+                    raise ValueError(f"{self.backend} backend: {name} already has an implementation "
+                                     f"({getattr(self._by_id[i], '__name__', '?')}); declare each op once")
+                self._by_id[i] = fn
+            return fn
+
+        return register
+
+    def __getitem__(self, op: int) -> F:
+        return self._by_id[op]
+
+    def __contains__(self, op: object) -> bool:
+        return op in self._by_id
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._by_id))
+
+    def check_complete(self) -> None:
+        """RuntimeError naming every op of OPS this backend does not implement. (Not an
+        ImportError: callers that treat an optional backend's ImportError as "not installed"
+        must not hide a missing op.)"""
+        missing = [op.name for op in OPS if op.id not in self._by_id]
+        if missing:
+            raise RuntimeError(f"the {self.backend} backend has no implementation of {', '.join(missing)}: "
+                               f"declare one with @IMPLS({missing[0]!r}) above the function that does it")
