@@ -64,7 +64,7 @@ def main() -> None:
                     help="torch threads for both sides (default 1, as in a DataLoader worker; 0 = torch's default)")
     ap.add_argument("--no-dali", action="store_true")
     ap.add_argument("--per-op", action="store_true", help="cost of each op alone (torch, DALI)")
-    ap.add_argument("--device", default="cpu", help="device of the torch backend's images (cpu, cuda)")
+    ap.add_argument("--device", default="cpu", help="--per-op: device of the torch backend's images (cpu, cuda)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
