@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import math
 import os
 import socket
 import time
@@ -28,6 +27,7 @@ import torch
 from hpcaug.config import Config
 from hpcaug.ops.policy import AWSOperationSet
 from hpcaug.search import ppo
+from hpcaug.search import rundir
 from hpcaug.search.rundir import RunDir, format_ranges, read_json, read_pt, write_json, write_pt
 
 log = logging.getLogger("hpcaug.search")
@@ -44,7 +44,7 @@ def round_trajectories(cfg: Config, r: int) -> range:
 
 
 def quorum_size(cfg: Config) -> int:
-    return max(1, math.ceil(cfg.aws.quorum * cfg.aws.trajectories_per_round - 1e-9))
+    return rundir.quorum_size(cfg.aws.quorum, cfg.aws.trajectories_per_round)
 
 
 def open_run(cfg: Config, run_dir: str | os.PathLike[str] | None = None) -> RunDir:
@@ -84,7 +84,7 @@ def run_shared(cfg: Config, run_dir: str | os.PathLike[str] | None = None) -> di
     rel = ck.relative_to(rd.root.resolve()) if ck.is_relative_to(rd.root.resolve()) else ck
     out = {"checkpoint": str(rel), "epochs": cfg.aws.shared_epochs, "history": res.history, "wall_s": time.time() - t0}
     if dist.is_root:
-        write_json(rd.shared_dir / "history.json", res.history)
+        write_json(rd.shared_history, res.history)
         write_json(rd.shared_done, out)
     dist.barrier()
     return out
@@ -193,7 +193,7 @@ def run_update(cfg: Config, run_dir: str | os.PathLike[str] | None, r: int) -> d
     """PPO update of round r: writes theta and PPO state of round r+1, policy.json, then update.json."""
     rd = RunDir(run_dir or cfg.run_path)
     rd.check_exists()
-    with _lock(rd.round_dir(r) / ".update.lock"):
+    with _lock(rd.update_lock_path(r)):
         if rd.update_done(r):
             log.info("update %d: already done", r)
             return read_json(rd.update_path(r))
@@ -266,43 +266,3 @@ def run_final(cfg: Config, run_dir: str | os.PathLike[str] | None = None, policy
         write_json(rd.final_done, out)
     dist.barrier()
     return out
-
-
-# ---------------------------------------------------------------- reporting
-def top_operations(theta: torch.Tensor, parametrisation: str = "joint", k: int = 10) -> list[tuple[str, float]]:
-    """The k most probable operations as ('Elem1 + Elem2', probability), element names with magnitude bins."""
-    from hpcaug.ops.spaces import AWS_SPACE
-
-    p = ppo.log_probs(theta.double(), parametrisation).exp()
-    vals, idx = torch.topk(p, k)
-    out = []
-    for v, i in zip(vals.tolist(), idx.tolist()):
-        e1, e2 = AWS_SPACE.operation(int(i))
-        out.append((f"{_element_label(e1)} + {_element_label(e2)}", float(v)))
-    return out
-
-
-def _element_label(e: Any) -> str:
-    """'Rotate:9(±30)': op, magnitude bin and its magnitude (± = random sign); 'Invert' without one."""
-    s = e.spec
-    if not s.has_magnitude:
-        return s.name
-    return f"{s.name}:{e.bin}({'±' if s.signed else ''}{s.magnitude(e.bin):.3g})"
-
-
-def status_lines(cfg: Config, rd: RunDir) -> list[str]:
-    """Human-readable progress of a run dir (shared, each round, final)."""
-    lines = [f"run dir {rd.root}"]
-    lines.append("  shared: " + ("done" if rd.shared_done.exists() else "not done"))
-    for r in range(cfg.aws.rounds):
-        if rd.update_done(r):
-            u = read_json(rd.update_path(r))
-            lines.append(f"  round {r}: updated, {len(u['rewards'])}/{cfg.aws.trajectories_per_round} rewards, "
-                         f"mean {u['mean_reward']:.4f}, baseline {u['baseline']:.4f}, entropy {u['entropy']:.4f}")
-        else:
-            n = len(rd.results(r))
-            if n or rd.theta_path(r).exists():
-                lines.append(f"  round {r}: {n}/{cfg.aws.trajectories_per_round} results")
-            break
-    lines.append("  final: " + ("done" if rd.final_done.exists() else "not done"))
-    return lines
