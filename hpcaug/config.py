@@ -119,8 +119,10 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
-    amp: bool = True  # used only on CUDA
+    amp: bool = True  # autocast on CUDA only (CPU runs in float32)
+    amp_dtype: str = "float16"  # float16 (with GradScaler) | bfloat16 (no GradScaler, no sync per step; Ampere+)
     channels_last: bool = True  # used only on CUDA
+    micro_batches: int = 1  # split each step's N x M rows per rank into this many passes (gradient accumulation)
     seed: int = 0
     steps_per_epoch: int = 0  # 0 = one pass over the train list; > 0 caps it (tests, demo)
     log_interval: int = 50  # steps between log lines
@@ -131,17 +133,22 @@ class TrainConfig:
         _check(self.schedule in ("cosine", "constant"), f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         _check_ranges("train", self, epochs=">= 1", lr="> 0", lr_ref_batch=">= 1", warmup_epochs=">= 0",
                       momentum="[0, 1)", weight_decay=">= 0", label_smoothing="[0, 1)", seed=">= 0",
-                      steps_per_epoch=">= 0", log_interval=">= 1", checkpoint_every_steps=">= 0")
+                      steps_per_epoch=">= 0", log_interval=">= 1", checkpoint_every_steps=">= 0",
+                      micro_batches=">= 1")
+        _check(self.amp_dtype in ("float16", "bfloat16"),
+               f"train.amp_dtype must be 'float16' or 'bfloat16', got {self.amp_dtype!r}")
         _check(self.momentum > 0 or not self.nesterov, "train.nesterov needs train.momentum > 0: set one of them")
 
 
 @dataclass(frozen=True)
 class DistConfig:
     backend: str = "auto"  # auto (horovod if importable and launched with > 1 rank, else single) | horovod | torch | single
+    compression: str = "none"  # none | fp16: gradients travel as float16 in the allreduce (Horovod and DDP)
 
     def __post_init__(self) -> None:
         _check(self.backend in ("auto", "horovod", "torch", "single"),
                f"dist.backend must be auto|horovod|torch|single, got {self.backend!r}")
+        _check(self.compression in ("none", "fp16"), f"dist.compression must be 'none' or 'fp16', got {self.compression!r}")
 
 
 @dataclass(frozen=True)
@@ -245,6 +252,12 @@ class Config:
     aws: AWSConfig = field(default_factory=AWSConfig)
     advaa: AdvAAConfig = field(default_factory=AdvAAConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def __post_init__(self) -> None:
+        # float16 images into float32 weights is a dtype error on CUDA (the CPU path casts)
+        _check(self.train.amp or not self.data.fp16,
+               "data.fp16: true needs train.amp: true (half-precision images feed the autocast forward); "
+               "set data.fp16: false to train in float32")
 
     @property
     def run_path(self) -> Path:

@@ -127,3 +127,56 @@ def test_enlarged_batch_m4_real_loader(tmp_path: Path, demo_data: Path) -> None:
     assert torch.equal(seen[0][2].view(8, 4), seen[0][2].view(8, 4)[:, :1].expand(8, 4))  # copies share labels
     assert r.history[0]["train_samples"] == 2 * 8 * 4
     assert int(r.choice_counts.sum()) == 2 * 8 * 4 and r.choice_counts.numel() == pol.num_choices
+
+
+SYNTH_WORKER = r'''
+import os, sys, torch
+from hpcaug.config import Config
+from hpcaug.train import TrainHooks, init_dist, train
+from hpcaug.train.synthetic import SyntheticLoader
+
+out, crash_at = sys.argv[1], int(sys.argv[2])
+d = init_dist()
+cfg = Config().replace(**{"train.model": "tiny_resnet", "data.batch_size": 8, "train.warmup_epochs": 0,
+                          "train.lr": 0.4, "train.log_interval": 100, "train.checkpoint_every_steps": 2})
+
+class Crash(TrainHooks):
+    n = 0
+    def on_step(self, loss, batch):
+        self.n += 1
+        if self.n == crash_at:
+            os._exit(17)
+
+r = train(cfg, out, [None], epochs=2, dist=d, hooks=Crash(),
+          train_loader=SyntheticLoader(8, 3, num_classes=4, image_size=16, rank=d.rank),
+          val_loader=SyntheticLoader(8, 1, num_classes=4, image_size=16, rank=d.rank))
+if d.is_root:
+    torch.save(r.model.state_dict(), os.path.join(out, "final.pt"))
+d.shutdown()
+'''
+
+
+def test_horovod_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Killed after a mid-epoch checkpoint and resumed, a 2-rank Horovod run ends with the
+    weights of a run that was never killed: the optimizer's momentum is restored into
+    Horovod's DistributedOptimizer (a new optimizer object with empty state), not lost."""
+    worker = tmp_path / "w.py"
+    worker.write_text(SYNTH_WORKER)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    hvdrun = Path(sys.executable).with_name("horovodrun")
+
+    def run(out: Path, crash_at: int) -> subprocess.CompletedProcess:
+        return subprocess.run(["timeout", "150", str(hvdrun), "-np", "2", "-H", "localhost:2", "--gloo",
+                               sys.executable, str(worker), str(out), str(crash_at)],
+                              env=env, capture_output=True, text=True, timeout=180)
+
+    p = run(tmp_path / "ref", 0)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    p = run(tmp_path / "run", 5)  # killed in step 5; the last checkpoint is from step 4 (epoch 2, step 1)
+    assert p.returncode != 0 and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["global_step"] == 4
+    p = run(tmp_path / "run", 0)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ref = torch.load(tmp_path / "ref" / "final.pt")
+    got = torch.load(tmp_path / "run" / "final.pt")
+    for k in ref:
+        assert torch.allclose(got[k].float(), ref[k].float(), atol=1e-5), k

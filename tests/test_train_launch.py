@@ -55,7 +55,8 @@ def test_srun_rendezvous_takes_the_next_port_when_one_is_taken(tmp_path: Path, m
     """Two srun-like tasks on this host (the SLURM variables srun sets, no SLURM): the first
     candidate port is held by a socket that never answers, the second by another job's HTTP
     server. Rank 0 must listen on the third, and rank 1 must find it there, not at the others."""
-    from hpcaug.train.dist import _rendezvous_ports, slurm_launch_info
+    from hpcaug.train.job_env import slurm_launch_info
+    from hpcaug.train.rendezvous import rendezvous_ports
 
     for k in ("HPCAUG_RENDEZVOUS_PORT", "MASTER_PORT", "SLURM_RESTART_COUNT"):
         monkeypatch.delenv(k, raising=False)
@@ -64,7 +65,7 @@ def test_srun_rendezvous_takes_the_next_port_when_one_is_taken(tmp_path: Path, m
              "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "SLURM_STEP_NODELIST": "localhost,localhost",
              "SLURM_LOCALID": "0"}
     info = slurm_launch_info({**slurm, "SLURM_PROCID": "0", "SLURM_NODEID": "0"})
-    ports = _rendezvous_ports(info)
+    ports = rendezvous_ports(info)
     assert len(ports) > 2 and len(set(ports)) == len(ports)
     assert all(20000 <= p < 32768 for p in ports)  # below Linux's default ephemeral range
 
@@ -93,18 +94,19 @@ def test_srun_rendezvous_takes_the_next_port_when_one_is_taken(tmp_path: Path, m
 
 
 def test_requeued_launch_uses_other_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hpcaug.train.dist import _rendezvous_ports, slurm_launch_info
+    from hpcaug.train.job_env import slurm_launch_info
+    from hpcaug.train.rendezvous import rendezvous_ports
 
     info = slurm_launch_info({"SLURM_JOB_ID": "77", "SLURM_STEP_ID": "0", "SLURM_PROCID": "0"})
     monkeypatch.delenv("HPCAUG_RENDEZVOUS_PORT", raising=False)
     monkeypatch.delenv("MASTER_PORT", raising=False)
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
-    first = _rendezvous_ports(info)
-    assert _rendezvous_ports(info) == first  # every rank computes the same list
+    first = rendezvous_ports(info)
+    assert rendezvous_ports(info) == first  # every rank computes the same list
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    assert _rendezvous_ports(info)[0] != first[0]  # not the port of the job before its requeue
+    assert rendezvous_ports(info)[0] != first[0]  # not the port of the job before its requeue
     monkeypatch.setenv("HPCAUG_RENDEZVOUS_PORT", "23456")
-    assert _rendezvous_ports(info) == [23456]
+    assert rendezvous_ports(info) == [23456]
 
 
 # ------------------------------------------------------------------ local executor

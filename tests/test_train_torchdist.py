@@ -1,5 +1,6 @@
-"""The optional torch.distributed backend (gloo, 2 ranks via torchrun) behind the same Dist
-interface: ranks agree on weights, uneven validation shards are counted exactly."""
+"""The torch.distributed backend (DDP over gloo, 2 ranks via torchrun) behind the same Dist
+interface: ranks agree on weights, uneven validation shards are counted exactly, and rank 0
+logs why it chose the backend."""
 from __future__ import annotations
 
 import json
@@ -41,6 +42,9 @@ def test_torchrun_two_ranks(tmp_path: Path) -> None:
     p = subprocess.run(["timeout", "120", str(torchrun), "--nproc_per_node=2", str(tmp_path / "w.py"),
                         str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=150)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    # rank 0 (only) says which backend it chose and why
+    chosen = [line for line in p.stderr.splitlines() if "distributed backend:" in line]
+    assert len(chosen) == 1 and "torch, 2 rank(s)" in chosen[0] and "launched by torchrun" in chosen[0], p.stderr
     res = json.loads((tmp_path / "out" / "result.json").read_text())
     assert res["same"]  # parameters and (averaged) BN buffers identical on both ranks
     h = res["history"][0]

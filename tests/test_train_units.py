@@ -14,7 +14,8 @@ import torch
 from hpcaug.config import Config
 from hpcaug.train import TrainHooks, build_model, load_checkpoint, save_checkpoint, train
 from hpcaug.train.checkpoint import rng_state, set_rng_state
-from hpcaug.train.dist import SingleDist, SlurmLaunch, _expand_counts, _expand_hostlist, slurm_launch_info
+from hpcaug.train.dist import SingleDist
+from hpcaug.train.job_env import SlurmLaunch, expand_counts, expand_hostlist, slurm_launch_info
 from hpcaug.train.loop import LRSchedule, scaled_lr
 from hpcaug.train.stages import CheckpointableTraining, run_final
 from hpcaug.train.synthetic import SyntheticLoader
@@ -77,8 +78,8 @@ def test_checkpoint_atomic_weights_only_and_rng(tmp_path: Path) -> None:
 
 
 def test_slurm_env_parsing() -> None:
-    assert _expand_counts("2(x3),1") == [2, 2, 2, 1]
-    assert "n1" in _expand_hostlist("n[1-2]") and "gpu07" in _expand_hostlist("n[1-2],gpu07")
+    assert expand_counts("2(x3),1") == [2, 2, 2, 1]
+    assert "n1" in expand_hostlist("n[1-2]") and "gpu07" in expand_hostlist("n[1-2],gpu07")
     env = {"SLURM_STEP_ID": "0", "SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "5", "SLURM_LOCALID": "0",
            "SLURM_NODEID": "1", "SLURM_STEP_TASKS_PER_NODE": "3,2", "SLURM_STEP_NODELIST": "n[1-2]",
            "SLURM_JOB_ID": "7"}
@@ -162,3 +163,58 @@ def test_train_errors_say_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="policy.json"):
         run_final(_cfg(), tmp_path, "nowhere/policy.json", dist=SingleDist())
     assert math.isfinite(scaled_lr(_cfg(), None, 1, 1))
+
+
+def test_fp16_images_need_amp_at_config_load() -> None:
+    """data.fp16 without train.amp would send float16 images into float32 weights on CUDA."""
+    with pytest.raises(ValueError, match="data.fp16: true needs train.amp: true"):
+        Config().replace(**{"data.fp16": True, "train.amp": False})
+    assert Config().replace(**{"data.fp16": True, "train.amp": True}).data.fp16
+    with pytest.raises(ValueError, match="train.amp_dtype must be"):
+        Config().replace(**{"train.amp_dtype": "float8"})
+    with pytest.raises(ValueError, match="dist.compression must be"):
+        Config().replace(**{"dist.compression": "int8"})
+
+
+def test_channels_last_images_are_not_copied() -> None:
+    """A batch already in channels_last (the GPU loaders' layout) goes to the model as it is."""
+    from hpcaug.train.step import prepare_images
+
+    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert prepare_images(x, torch.device("cpu"), channels_last=True).data_ptr() == x.data_ptr()
+    y = torch.randn(4, 3, 8, 8)  # NCHW: one conversion
+    z = prepare_images(y, torch.device("cpu"), channels_last=True)
+    assert z.is_contiguous(memory_format=torch.channels_last) and torch.equal(z, y)
+    assert prepare_images(x.half(), torch.device("cpu"), channels_last=False).dtype == torch.float32
+
+
+def test_micro_batches_needed_for_the_rows_of_a_pass() -> None:
+    from hpcaug.train.memory import micro_batches_needed
+    from hpcaug.train.step import rows_advice
+
+    gib, mib = float(1 << 30), float(1 << 20)
+    # 1,024 rows at 100 MiB each with 10 GiB fixed on 73.6 GiB usable: two passes of 512 rows fit
+    assert micro_batches_needed(1024, 10 * gib, 100 * mib, 73.6 * gib) == 2
+    assert micro_batches_needed(256, 10 * gib, 100 * mib, 73.6 * gib) == 1
+    assert micro_batches_needed(8, 80 * gib, 100 * mib, 73.6 * gib) == 0  # not even one row
+    msg = rows_advice(1024, 1, "CUDA ran out of memory")
+    assert "1024 rows per GPU" in msg and "train.micro_batches" in msg and "data.batch_size" in msg
+
+
+def test_progress_reads_the_loss_only_at_log_intervals(tmp_path: Path) -> None:
+    """Each float() of a device tensor is a host sync; the loop hands the loss over every step."""
+    from hpcaug.train.progress import Progress
+
+    class Loss:
+        reads = 0
+
+        def __float__(self) -> float:
+            Loss.reads += 1
+            return 1.0
+
+    p = Progress(tmp_path, True, log_interval=5, world=1)
+    p.start_epoch(0, 1, 12, 0)
+    for i in range(1, 13):
+        p.step(i, i, Loss(), 0.1, 8)  # type: ignore[arg-type]
+    p.close()
+    assert Loss.reads == 3  # steps 5, 10 and the epoch's last (12)

@@ -32,12 +32,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from hpcaug.train.stages import run_train
 
     dist = init_dist(cfg.dist)
-    try:
-        result = run_train(cfg, args.out, args.policy, epochs=args.epochs, dist=dist)
-        if dist.is_root and result.history:
-            print(json.dumps({"final": result.history[-1], "steps": result.steps}), flush=True)
-    finally:
-        dist.shutdown()
+    result = run_train(cfg, args.out, args.policy, epochs=args.epochs, dist=dist)
+    if dist.is_root and result.history:
+        print(json.dumps({"final": result.history[-1], "steps": result.steps}), flush=True)
+    dist.shutdown()  # not on an error: shutting down waits for the other ranks, which may be stuck
     return 0
 
 

@@ -1,54 +1,63 @@
-"""Distributed backends behind one small interface: Horovod, torch.distributed, single process.
+"""Distributed backends behind one small interface: Horovod, torch.distributed (DDP), single process.
 
-`init_dist(cfg.dist) -> Dist` picks the backend:
+`init_dist(cfg.dist) -> Dist` picks the backend and logs (rank 0) which one and why:
 
 - ``horovod``: under ``horovodrun`` (gloo or MPI), under ``mpirun``/``srun --mpi=...`` with an
-  MPI build, or under plain ``srun`` with a gloo-only build: then rank 0 hosts Horovod's gloo
-  rendezvous server (the one horovodrun would start) and every rank derives the HOROVOD_*
-  variables from SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID / SLURM_NODEID.
-- ``torch``: torch.distributed (nccl on CUDA, else gloo) from torchrun's or SLURM's env.
+  MPI build, or under plain ``srun`` with a gloo-only build (rank 0 then hosts Horovod's gloo
+  rendezvous: hpcaug/train/rendezvous.py).
+- ``torch``: torch.distributed with DistributedDataParallel (nccl on CUDA, else gloo) from
+  torchrun's or SLURM's environment.
 - ``single``: one process, no communication.
 - ``auto`` (default): horovod under horovodrun / mpirun, torch under torchrun, horovod
   under srun (torch when Horovod is not installed), else single.
 
+Where the process sits in the job (launcher, SLURM step) is read by hpcaug/train/job_env.py.
 Every collective must be called by every rank in the same order (a mismatch hangs).
 """
 from __future__ import annotations
 
-import atexit
-import http.client
+import contextlib
 import logging
 import os
-import random
-import re
-import socket
-import subprocess
+import sys
 import threading
-import time
+import traceback
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ContextManager, Iterator, Optional
 
 import torch
+import torch.distributed as td
 import torch.nn as nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hpcaug.config import DistConfig
+from hpcaug.train import job_env
+from hpcaug.train._logging import setup_logging
+from hpcaug.train.rendezvous import Rendezvous, rendezvous_port, setup_horovod_from_slurm
 
 log = logging.getLogger("hpcaug.train")
 
-__all__ = ["Dist", "SingleDist", "HorovodDist", "TorchDist", "init_dist", "slurm_launch_info"]
+__all__ = ["Dist", "SingleDist", "HorovodDist", "TorchDist", "init_dist"]
 
 _OPS = ("sum", "mean", "max", "min")
 
 
 @dataclass
 class Dist:
-    """Single-process base class; subclasses override the collectives."""
+    """Single-process base class; subclasses override the collectives.
+
+    `compression` ("none" | "fp16", dist.compression) applies to the gradient allreduce.
+    `reason` says why this backend was chosen (logged by init_dist).
+    """
 
     rank: int = 0
     size: int = 1
     local_rank: int = 0
     backend: str = "single"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    compression: str = "none"
+    reason: str = ""
 
     @property
     def is_root(self) -> bool:
@@ -70,9 +79,16 @@ class Dist:
     def broadcast_model(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         """Copy rank 0's parameters, buffers (and optimizer state) to every rank."""
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
-        """The optimizer to use: gradients are averaged over ranks before each step."""
-        return optimizer
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                micro_batches: int = 1) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """The (model, optimizer) to train with: gradients are averaged over ranks once per
+        optimizer step, after `micro_batches` backward passes (gradient accumulation).
+        Save and evaluate the model passed in, not the returned one (DDP wraps it)."""
+        return model, optimizer
+
+    def no_sync(self, model: nn.Module) -> ContextManager[None]:
+        """Around forward + backward of every micro-batch but the last: no gradient allreduce."""
+        return contextlib.nullcontext()
 
     def step(self, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler] = None) -> None:
         """Average gradients over ranks (if not done already), then step (through `scaler` if given)."""
@@ -82,14 +98,38 @@ class Dist:
         else:
             optimizer.step()
 
-    def join(self) -> None:
-        """Call when this rank has no more training batches this epoch (uneven shards)."""
+    def joined(self, model: nn.Module) -> ContextManager[None]:
+        """Around an epoch's training steps: on leaving it normally, this rank keeps answering the
+        others' gradient allreduces until every rank is out of batches (uneven shards)."""
+        return contextlib.nullcontext()
 
     def barrier(self) -> None:
         """Wait for every rank."""
 
     def shutdown(self) -> None:
         """Release the backend (idempotent)."""
+
+    @contextlib.contextmanager
+    def stop_job_on_error(self) -> Iterator[None]:
+        """Around a rank's share of a multi-rank job: an exception on this rank ends the whole
+        job at once (the other ranks would wait for this one at their next collective, forever).
+        The error and its traceback go to stderr; the process exits with status 1 without
+        running clean-up that could wait for the other ranks; the launcher (srun
+        --kill-on-bad-exit, horovodrun, torchrun) or the broken connections stop the rest."""
+        try:
+            yield
+        except Exception as e:
+            if self.size == 1:
+                raise
+            print(f"hpcaug: rank {self.rank} of {self.size} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            traceback.print_exception(e, file=sys.stderr)
+            print(f"hpcaug: rank {self.rank} of {self.size} failed; stopping the whole job", file=sys.stderr,
+                  flush=True)
+            sys.stdout.flush()
+            self._tell_others_and_exit()
+
+    def _tell_others_and_exit(self) -> None:
+        os._exit(1)
 
 
 class SingleDist(Dist):
@@ -102,13 +142,12 @@ def _check_op(op: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Horovod
-# --------------------------------------------------------------------------------------------
 class HorovodDist(Dist):
     """Horovod: DistributedOptimizer, broadcast_parameters/optimizer_state, hvd.join."""
 
-    def __init__(self, hvd: Any, device: torch.device, rendezvous: Any = None) -> None:
-        super().__init__(hvd.rank(), hvd.size(), hvd.local_rank(), "horovod", device)
+    def __init__(self, hvd: Any, device: torch.device, rendezvous: Optional[Rendezvous] = None,
+                 compression: str = "none", reason: str = "") -> None:
+        super().__init__(hvd.rank(), hvd.size(), hvd.local_rank(), "horovod", device, compression, reason)
         self._hvd = hvd
         self._rendezvous = rendezvous
         self._ops = {"sum": hvd.Sum, "mean": hvd.Average, "max": hvd.Max, "min": hvd.Min}
@@ -134,9 +173,15 @@ class HorovodDist(Dist):
         if optimizer is not None:
             self._hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
-        return self._hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
-                                              op=self._hvd.Average)
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                micro_batches: int = 1) -> tuple[nn.Module, torch.optim.Optimizer]:
+        # The allreduce of a parameter starts once its gradient has been accumulated over
+        # `micro_batches` backward passes (overlapping the rest of the last backward); it sums
+        # and divides by the rank count only, so the loop scales each micro-batch's loss.
+        compression = self._hvd.Compression.fp16 if self.compression == "fp16" else self._hvd.Compression.none
+        return model, self._hvd.DistributedOptimizer(
+            optimizer, named_parameters=model.named_parameters(), op=self._hvd.Average,
+            backward_passes_per_step=micro_batches, compression=compression)
 
     def step(self, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler] = None) -> None:
         if scaler is not None and scaler.is_enabled():
@@ -150,11 +195,21 @@ class HorovodDist(Dist):
         else:
             optimizer.step()
 
-    def join(self) -> None:
-        self._hvd.join()
+    @contextlib.contextmanager
+    def joined(self, model: nn.Module) -> Iterator[None]:
+        yield
+        self._hvd.join()  # not on an exception: that rank is leaving, and must not wait for the others
 
     def barrier(self) -> None:
         self._hvd.barrier()
+
+    def _tell_others_and_exit(self) -> None:
+        # hvd.shutdown() on this rank fails the other ranks' pending collectives ("Horovod has
+        # been shut down"), whatever launched them; bounded, in case it cannot reach them
+        t = threading.Thread(target=self._hvd.shutdown, daemon=True)
+        t.start()
+        t.join(timeout=15)
+        os._exit(1)
 
     def shutdown(self) -> None:
         global _HOROVOD
@@ -167,19 +222,16 @@ class HorovodDist(Dist):
 
 
 # --------------------------------------------------------------------------------------------
-# torch.distributed
-# --------------------------------------------------------------------------------------------
 class TorchDist(Dist):
-    """torch.distributed (gloo or nccl); gradients are averaged with one flat allreduce."""
+    """torch.distributed (gloo or nccl): DistributedDataParallel averages the gradients in
+    buckets while the backward pass runs."""
 
-    def __init__(self, device: torch.device) -> None:
-        import torch.distributed as td
-
+    def __init__(self, device: torch.device, compression: str = "none", reason: str = "") -> None:
         self._td = td
-        super().__init__(td.get_rank(), td.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), "torch", device)
+        super().__init__(td.get_rank(), td.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), "torch", device,
+                         compression, reason)
         self._comm_device = device if td.get_backend() == "nccl" else torch.device("cpu")
         self._ops = {"sum": td.ReduceOp.SUM, "max": td.ReduceOp.MAX, "min": td.ReduceOp.MIN}
-        self._model: Optional[nn.Module] = None
 
     def allreduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         _check_op(op)
@@ -208,28 +260,22 @@ class TorchDist(Dist):
             state = self.broadcast_object(optimizer.state_dict() if self.rank == 0 else None, name="opt_state")
             optimizer.load_state_dict(state)
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
-        self._model = model
-        return optimizer
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                micro_batches: int = 1) -> tuple[nn.Module, torch.optim.Optimizer]:
+        # BatchNorm buffers stay per rank (as under Horovod) and are averaged before each
+        # validation (loop._average_buffers) instead of being broadcast in every forward.
+        ddp = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                  broadcast_buffers=False, gradient_as_bucket_view=True)
+        if self.compression == "fp16":
+            ddp.register_comm_hook(state=None, hook=default_hooks.fp16_compress_hook)
+        return ddp, optimizer
 
-    def _average_grads(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not grads or self.size == 1:
-            return
-        flat = torch.cat([g.flatten() for g in grads]).to(self._comm_device)
-        self._td.all_reduce(flat)
-        flat = flat.to(grads[0].device) / self.size
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+    def no_sync(self, model: nn.Module) -> ContextManager[None]:
+        return model.no_sync() if isinstance(model, DDP) else contextlib.nullcontext()
 
-    def step(self, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler] = None) -> None:
-        self._average_grads(optimizer)
-        super().step(optimizer, scaler)
-
-    def join(self) -> None:
-        self.barrier()
+    def joined(self, model: nn.Module) -> ContextManager[None]:
+        # DDP's Join: a rank out of batches shadows the others' allreduces until all are out
+        return model.join() if isinstance(model, DDP) else contextlib.nullcontext()
 
     def barrier(self) -> None:
         self._td.barrier()
@@ -241,309 +287,38 @@ class TorchDist(Dist):
 
 
 # --------------------------------------------------------------------------------------------
-# SLURM launch -> Horovod gloo rendezvous
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SlurmLaunch:
-    """Where this task sits in a SLURM job step (srun): rank, sizes, node index."""
-
-    rank: int
-    size: int
-    local_rank: int
-    node: int
-    tasks_per_node: tuple[int, ...]
-    nodes: tuple[str, ...]
-    job_id: str
-    step_id: str
-
-    @property
-    def local_size(self) -> int:
-        return self.tasks_per_node[self.node]
-
-    def cross(self, local_rank: int) -> tuple[int, int]:
-        """Horovod's cross rank/size: index among the nodes that hold local rank `local_rank`."""
-        holders = [n for n, k in enumerate(self.tasks_per_node) if k > local_rank]
-        return holders.index(self.node) if self.node in holders else -1, len(holders)
-
-
-def _expand_counts(spec: str) -> list[int]:
-    """SLURM's '2(x3),1' -> [2, 2, 2, 1]."""
-    out: list[int] = []
-    for part in spec.split(","):
-        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
-        if not m:
-            raise ValueError(f"cannot parse SLURM tasks-per-node {spec!r}")
-        out += [int(m.group(1))] * int(m.group(2) or 1)
-    return out
-
-
-def _expand_hostlist(spec: str) -> list[str]:
-    """SLURM hostlist 'n[1-3,5],gpu07' -> ['n1', 'n2', 'n3', 'n5', 'gpu07'] (scontrol if possible)."""
-    try:
-        out = subprocess.run(["scontrol", "show", "hostnames", spec], capture_output=True, text=True,
-                             timeout=30, check=True).stdout.split()
-        if out:
-            return out
-    except (OSError, subprocess.SubprocessError):
-        pass
-    hosts: list[str] = []
-    for m in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", spec):
-        prefix, ranges = m.group(1), m.group(2)
-        if not ranges:
-            hosts.append(prefix)
-            continue
-        for r in ranges.split(","):
-            lo, _, hi = r.partition("-")
-            for i in range(int(lo), int(hi or lo) + 1):
-                hosts.append(f"{prefix}{i:0{len(lo)}d}")
-    return hosts
-
-
-def slurm_launch_info(env: Optional[dict[str, str]] = None) -> Optional[SlurmLaunch]:
-    """This task's place in an `srun` step, or None outside one (e.g. in an sbatch script body)."""
-    env = dict(os.environ if env is None else env)
-    if "SLURM_STEP_ID" not in env or "SLURM_PROCID" not in env:
-        return None
-    size = int(env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or 1)
-    tpn = _expand_counts(env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or str(size))
-    nodes = _expand_hostlist(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "localhost")
-    return SlurmLaunch(rank=int(env["SLURM_PROCID"]), size=size, local_rank=int(env.get("SLURM_LOCALID", 0)),
-                       node=int(env.get("SLURM_NODEID", 0)), tasks_per_node=tuple(tpn), nodes=tuple(nodes),
-                       job_id=env.get("SLURM_JOB_ID", "0"), step_id=env.get("SLURM_STEP_ID", "0"))
-
-
-def _node_address(name: str) -> str:
-    """IP of a SLURM node: DNS first, then the NodeAddr SLURM knows (fake/multi-slurmd nodes)."""
-    try:
-        return socket.gethostbyname(name)
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(["scontrol", "show", "node", "-o", name], capture_output=True, text=True,
-                             timeout=30, check=True).stdout
-        m = re.search(r"NodeAddr=(\S+)", out)
-        if m:
-            return socket.gethostbyname(m.group(1))
-    except (OSError, subprocess.SubprocessError):
-        pass
-    raise RuntimeError(f"cannot resolve SLURM node {name!r}; set HPCAUG_RENDEZVOUS_ADDR to rank 0's IP")
-
-
-def _iface_for(addr: str) -> str:
-    """The network interface this host uses to reach `addr` (gloo binds to it)."""
-    import psutil
-
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect((addr, 9))  # UDP connect sends nothing; it only picks the route
-        local_ip = s.getsockname()[0]
-    finally:
-        s.close()
-    for iface, addrs in psutil.net_if_addrs().items():
-        if any(a.family == socket.AF_INET and a.address == local_ip for a in addrs):
-            return iface
-    raise RuntimeError(f"no interface holds {local_ip}; set HOROVOD_GLOO_IFACE (e.g. ib0, eth0)")
-
-
-# Candidate ports of the rank-0 rendezvous lie below Linux's default ephemeral range
-# (ip_local_port_range 32768-60999), where the kernel puts the outgoing sockets of gloo and
-# every other client on the node; a port still taken (another job's server, a socket of this
-# job's previous incarnation) makes rank 0 try the next candidate.
-_PORT_RANGE = (20000, 32000)
-_PORT_TRIES = 16
-_ID_PATH = "/hpcaug/rendezvous-id"
-
-
-def _rendezvous_id(info: SlurmLaunch) -> str:
-    """Names this launch: job, step and requeue count (a requeued job gets fresh ports)."""
-    return f"{info.job_id}.{info.step_id}.{os.environ.get('SLURM_RESTART_COUNT') or 0}"
-
-
-def _rendezvous_ports(info: SlurmLaunch) -> list[int]:
-    """The ports rank 0 tries, in order; every rank computes the same list without talking.
-    HPCAUG_RENDEZVOUS_PORT (or MASTER_PORT) pins a single port."""
-    fixed = os.environ.get("HPCAUG_RENDEZVOUS_PORT") or os.environ.get("MASTER_PORT")
-    if fixed:
-        return [int(fixed)]
-    return random.Random(_rendezvous_id(info)).sample(range(*_PORT_RANGE), _PORT_TRIES)
-
-
-def _rendezvous_port(info: SlurmLaunch) -> int:
-    """One port derived from the job (torch.distributed's MASTER_PORT under srun)."""
-    return _rendezvous_ports(info)[0]
-
-
-class _Rendezvous:
-    """Horovod's gloo rendezvous HTTP server (as horovodrun starts it), hosted by rank 0."""
-
-    def __init__(self, ports: list[int], info: SlurmLaunch) -> None:
-        from horovod.runner.common.util.hosts import SlotInfo
-        from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
-
-        ident = _rendezvous_id(info).encode()
-
-        class Handler(RendezvousHandler):  # counts the ranks' final DELETEs (see stop())
-            def do_GET(self) -> None:
-                if self.path != _ID_PATH:
-                    return super().do_GET()
-                # the other ranks probe the candidate ports for this answer (_find_server)
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(ident)))
-                self.end_headers()
-                self.wfile.write(ident)
-
-            def do_DELETE(self) -> None:
-                super().do_DELETE()
-                with lock:
-                    deletes[0] += 1
-
-        lock, deletes = threading.Lock(), [0]
-        self._lock, self._deletes = lock, deletes
-        self._expected = 3 * info.size  # each rank finalizes its global, local and cross store
-        self._httpd = None
-        errors = []
-        for port in ports:  # HTTPServer binds with SO_REUSEADDR: a closed socket in TIME_WAIT does not block it
-            try:
-                self._httpd = RendezvousHTTPServer(("", port), Handler, 0)
-                break
-            except OSError as e:
-                errors.append(f"{port}: {e.strerror or e}")
-        if self._httpd is None:
-            raise RuntimeError(f"rank 0 cannot listen on any rendezvous port ({'; '.join(errors)}); "
-                               "set HPCAUG_RENDEZVOUS_PORT to a free port")
-        self.port = self._httpd.server_address[1]
-        plan = []
-        rank = 0
-        for node, k in enumerate(info.tasks_per_node):
-            for lr in range(k):
-                cr, cs = info.cross(lr)
-                plan.append(SlotInfo(hostname=_slot_host(node), rank=rank, local_rank=lr, cross_rank=cr,
-                                     size=info.size, local_size=k, cross_size=cs))
-                rank += 1
-        self._httpd.init(plan)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self, wait_s: float = 60.0) -> None:
-        """Stop serving once every rank has finalized (hvd.shutdown sends DELETEs), or after
-        `wait_s`: a rank still finalizing against a closed server aborts."""
-        if self._httpd is None:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                if self._deletes[0] >= self._expected:
-                    break
-            time.sleep(0.05)
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._httpd = None
-
-
-def _slot_host(node: int) -> str:
-    # Horovod groups ranks into "local" scopes by HOROVOD_HOSTNAME; SLURM's node index is
-    # unique per node even when several fake nodes share one host.
-    return f"node{node}"
-
-
-def _answers(addr: str, port: int, ident: str) -> bool:
-    """Is this launch's rendezvous (rank 0's server, not another job's) listening at addr:port?"""
-    conn = http.client.HTTPConnection(addr, port, timeout=2)
-    try:
-        conn.request("GET", _ID_PATH)
-        resp = conn.getresponse()
-        return resp.status == 200 and resp.read().decode(errors="replace") == ident
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
-
-
-def _find_server(addr: str, ports: list[int], ident: str, timeout_s: float) -> int:
-    """Non-root ranks: the candidate port on which rank 0's rendezvous answers with this launch's
-    id; waits while rank 0 is still starting (importing torch). Horovod's own client gives up
-    after a few quick retries, so this runs before hvd.init."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        for port in ports:
-            if _answers(addr, port, ident):
-                return port
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"rank 0's Horovod rendezvous (launch {ident}) did not answer at {addr} on any of "
-                               f"the ports {ports} within {timeout_s:.0f} s; check that rank 0 started, that "
-                               "the ports are reachable between nodes, or set HPCAUG_RENDEZVOUS_ADDR/PORT")
-        time.sleep(0.2)
-
-
-def _setup_horovod_from_slurm(info: SlurmLaunch) -> Optional[_Rendezvous]:
-    """Export the HOROVOD_* variables horovodrun would set; rank 0 starts the rendezvous."""
-    addr = os.environ.get("HPCAUG_RENDEZVOUS_ADDR") or _node_address(info.nodes[0])
-    ports = _rendezvous_ports(info)
-    server = None
-    if info.rank == 0:
-        server = _Rendezvous(ports, info)
-        port = server.port
-        # atexit runs last-in first-out: registered before hvd.init, this runs after Horovod's own
-        # atexit shutdown, so the server outlives every rank's finalize even without dist.shutdown()
-        atexit.register(server.stop)
-    else:
-        port = _find_server(addr, ports, _rendezvous_id(info), float(os.environ.get("HOROVOD_GLOO_TIMEOUT_SECONDS") or 300))
-    cr, cs = info.cross(info.local_rank)
-    os.environ.update({
-        "HOROVOD_GLOO_RENDEZVOUS_ADDR": addr,
-        "HOROVOD_GLOO_RENDEZVOUS_PORT": str(port),
-        "HOROVOD_CONTROLLER": "gloo",
-        "HOROVOD_CPU_OPERATIONS": "gloo",
-        "HOROVOD_GLOO_IFACE": os.environ.get("HOROVOD_GLOO_IFACE") or _iface_for(addr),
-        "HOROVOD_HOSTNAME": _slot_host(info.node),
-        "HOROVOD_RANK": str(info.rank),
-        "HOROVOD_SIZE": str(info.size),
-        "HOROVOD_LOCAL_RANK": str(info.local_rank),
-        "HOROVOD_LOCAL_SIZE": str(info.local_size),
-        "HOROVOD_CROSS_RANK": str(cr),
-        "HOROVOD_CROSS_SIZE": str(cs),
-    })
-    if os.environ.get("HOROVOD_GLOO_TIMEOUT_SECONDS") is None:
-        os.environ["HOROVOD_GLOO_TIMEOUT_SECONDS"] = "120"
-    log.debug("horovod gloo rendezvous %s:%s rank %d/%d", addr, port, info.rank, info.size)
-    return server
-
-
-def _mpi_launched() -> bool:
-    return any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"))
-
-
-def _launched_size() -> int:
-    """How many ranks the launcher started (1 when run as a plain process)."""
-    for key in ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE"):
-        if os.environ.get(key):
-            return int(os.environ[key])
-    info = slurm_launch_info()
-    return info.size if info else 1
-
-
-def _auto_backend() -> str:
-    """horovodrun/mpirun -> horovod; torchrun -> torch; srun -> horovod (else torch); else single."""
-    if _launched_size() <= 1:
-        return "single"
-    if "HOROVOD_RANK" in os.environ or _mpi_launched():
-        if not _horovod_available():
-            raise RuntimeError("launched by horovodrun/mpirun but horovod.torch cannot be imported: "
-                               "install Horovod as docs/training.md says")
-        return "horovod"
-    if "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "MASTER_ADDR" in os.environ):
-        return "torch"  # torchrun
-    if slurm_launch_info() is not None:
-        return "horovod" if _horovod_available() else "torch"
-    return "single"
-
-
-def _horovod_available() -> bool:
+def _horovod_import_error() -> Optional[str]:
+    """None when horovod.torch imports, else why not."""
     try:
         import horovod.torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    except ImportError as e:
+        return str(e)
+    return None
+
+
+def _auto_backend() -> tuple[str, str]:
+    """(backend, why): horovodrun/mpirun -> horovod; torchrun -> torch; srun -> horovod (else
+    torch); else single."""
+    size = job_env.launched_size()
+    if size <= 1:
+        return "single", "one process (no launcher started more than one rank)"
+    if job_env.horovodrun_launched() or job_env.mpi_launched():
+        launcher = "horovodrun" if job_env.horovodrun_launched() else "an MPI launcher (mpirun / srun --mpi)"
+        err = _horovod_import_error()
+        if err is not None:
+            raise RuntimeError(f"launched by {launcher} but horovod.torch cannot be imported ({err}): "
+                               "install Horovod as docs/cluster.md section 3 says")
+        return "horovod", f"launched by {launcher} with {size} ranks"
+    if job_env.torchrun_launched():
+        return "torch", f"launched by torchrun with {size} ranks"
+    info = job_env.slurm_launch_info()
+    if info is not None:
+        err = _horovod_import_error()
+        if err is None:
+            return "horovod", f"srun step of {info.size} tasks and Horovod is installed"
+        return "torch", (f"srun step of {info.size} tasks and Horovod is not installed ({err}); "
+                         "set dist.backend=torch to choose it explicitly, or install Horovod (docs/cluster.md)")
+    return "single", "no launcher this process recognises"
 
 
 def _pick_device(local_rank: int) -> torch.device:
@@ -553,74 +328,87 @@ def _pick_device(local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def _share_cpus(local_size: int) -> None:
+    """Split this task's CPUs (srun --cpus-per-task, bound with --cpu-bind) among the ranks of a node."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cpus // max(1, local_size)))
+
+
 def init_dist(cfg: Optional[DistConfig] = None) -> Dist:
-    """Initialise the configured backend (see the module docstring) and return its `Dist`."""
+    """Initialise the configured backend (see the module docstring) and return its `Dist`;
+    rank 0 logs which backend and why."""
     cfg = cfg or DistConfig()
     _check_not_split_local_job()
-    backend = cfg.backend
-    if backend == "auto":
-        backend = _auto_backend()
+    if cfg.backend == "auto":
+        backend, reason = _auto_backend()
+    else:
+        backend, reason = cfg.backend, f"dist.backend={cfg.backend} in the config"
     if backend == "single":
-        return SingleDist(device=_pick_device(0))
-    if backend == "horovod":
-        return _init_horovod()
-    if backend == "torch":
-        return _init_torch()
-    raise ValueError(f"unknown dist.backend {backend!r}")
+        d: Dist = SingleDist(device=_pick_device(0), compression=cfg.compression, reason=reason)
+    elif backend == "horovod":
+        d = _init_horovod(cfg.compression, reason)
+    elif backend == "torch":
+        d = _init_torch(cfg.compression, reason)
+    else:
+        raise ValueError(f"unknown dist.backend {backend!r}")
+    if d.is_root:
+        setup_logging(True)
+        log.info("distributed backend: %s, %d rank(s), device %s: %s", d.backend, d.size, d.device, d.reason)
+    return d
 
 
 def _check_not_split_local_job() -> None:
     """submitit's LocalExecutor starts its tasks without any launcher: N tasks would be N
     separate single-process runs writing into the same directory, not one group of N ranks."""
-    n = int(os.environ.get("SUBMITIT_LOCAL_NTASKS") or 1)
-    if n > 1 and _launched_size() <= 1 and not _mpi_launched():
+    n = job_env.submitit_local_tasks()
+    if n > 1 and job_env.launched_size() <= 1 and not job_env.mpi_launched():
         raise RuntimeError(f"submitit's local executor started {n} tasks of this job; they do not form a "
                            "Horovod or torch.distributed group. Submit local jobs with tasks_per_node=1 "
                            "(hpcaug.search.jobs.make_executor does), or launch the ranks with horovodrun/torchrun")
 
 
-def _init_horovod() -> HorovodDist:
-    if not _horovod_available():
-        raise RuntimeError("dist.backend=horovod but horovod.torch cannot be imported: "
-                           "install it as docs/training.md says (HOROVOD_WITH_PYTORCH=1 pip install horovod)")
+_HOROVOD: Optional[HorovodDist] = None
+
+
+def _init_horovod(compression: str, reason: str) -> HorovodDist:
+    err = _horovod_import_error()
+    if err is not None:
+        raise RuntimeError(f"dist.backend=horovod but horovod.torch cannot be imported ({err}): "
+                           "install it as docs/cluster.md section 3 says")
     import horovod.torch as hvd
 
     global _HOROVOD
     if _HOROVOD is not None and hvd.is_initialized():
-        return _HOROVOD  # init_dist is called by several stages in one process: one rendezvous, one init
+        # init_dist is called by several stages in one process: one rendezvous, one init
+        _HOROVOD.compression, _HOROVOD.reason = compression, reason
+        return _HOROVOD
     server = None
-    info = slurm_launch_info()
-    if "HOROVOD_RANK" not in os.environ and info is not None and info.size > 1 and not _mpi_launched():
+    info = job_env.slurm_launch_info()
+    if not job_env.horovodrun_launched() and info is not None and info.size > 1 and not job_env.mpi_launched():
         if not hvd.gloo_built():
             raise RuntimeError("launched by srun without MPI and this Horovod has no gloo: use `srun --mpi=pmix` "
                                "with an MPI build of Horovod, or rebuild with HOROVOD_WITH_GLOO=1")
-        server = _setup_horovod_from_slurm(info)
+        server = setup_horovod_from_slurm(info)
     hvd.init()
     device = _pick_device(hvd.local_rank())
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cpus // max(1, hvd.local_size())))
-    _HOROVOD = HorovodDist(hvd, device, server)
+    _share_cpus(hvd.local_size())
+    _HOROVOD = HorovodDist(hvd, device, server, compression, reason)
     return _HOROVOD
 
 
-_HOROVOD: Optional[HorovodDist] = None
-
-
-def _init_torch() -> TorchDist:
-    import torch.distributed as td
-
+def _init_torch(compression: str, reason: str) -> TorchDist:
     if not td.is_initialized():
-        info = slurm_launch_info()
+        info = job_env.slurm_launch_info()
         if "RANK" not in os.environ and info is not None:
             os.environ.update({"RANK": str(info.rank), "WORLD_SIZE": str(info.size),
-                               "LOCAL_RANK": str(info.local_rank)})
-            os.environ.setdefault("MASTER_ADDR", _node_address(info.nodes[0]))
-            os.environ.setdefault("MASTER_PORT", str(_rendezvous_port(info)))
+                               "LOCAL_RANK": str(info.local_rank), "LOCAL_WORLD_SIZE": str(info.local_size)})
+            os.environ.setdefault("MASTER_ADDR", job_env.node_address(info.nodes[0]))
+            os.environ.setdefault("MASTER_PORT", str(rendezvous_port(info)))
         if "MASTER_ADDR" not in os.environ:
             raise RuntimeError("dist.backend=torch needs torchrun (or srun) to set RANK/WORLD_SIZE/MASTER_ADDR")
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        device = _pick_device(local_rank)
+        device = _pick_device(int(os.environ.get("LOCAL_RANK", 0)))
         td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        _share_cpus(int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
     else:
         device = _pick_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return TorchDist(device)
+    return TorchDist(device, compression, reason)

@@ -5,34 +5,37 @@ batch the loader yields (M = len(policies) copies of each of N images per rank; 
 per epoch do not change with M; the loss is the mean over all N x M rows), validates on the
 exact validation set after every epoch, checkpoints atomically and resumes from
 `out_dir/checkpoint.pt` when it exists (mid-epoch too). Rank 0 logs and writes.
+
+Pieces: `_setup` builds the run, `Checkpointer.restore` (train/state.py) resumes it,
+`_run_epoch` trains and validates one epoch, `train_step` (train/step.py) is one optimizer step.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Protocol, Sequence, Union
+from typing import Any, Iterator, Optional, Protocol, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from hpcaug.config import Config
-from hpcaug.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hpcaug.train._logging import setup_logging
 from hpcaug.train.dist import Dist, init_dist
+from hpcaug.train.memory import check_rows_fit
 from hpcaug.train.models import build_model
+from hpcaug.train.progress import Progress
+from hpcaug.train.state import CHECKPOINT_NAME, Checkpointer, TrainState
+from hpcaug.train.step import Precision, precision_for, prepare_images, rows_advice, train_step
 
 log = logging.getLogger("hpcaug.train")
 
-__all__ = ["train", "evaluate", "TrainResult", "TrainHooks", "LRSchedule", "CHECKPOINT_NAME"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
+__all__ = ["train", "evaluate", "TrainResult", "TrainHooks", "LRSchedule", "CHECKPOINT_NAME",
+           "TrainLoaderProtocol", "ValLoaderProtocol"]
 
 
 @dataclass
@@ -70,9 +73,22 @@ class TrainHooks:
         pass
 
 
-class _Loader(Protocol):
+class ValLoaderProtocol(Protocol):
+    """What the loop needs of a validation loader (hpcaug.data.build_val_loader gives one)."""
+
     def __len__(self) -> int: ...
-    def __iter__(self) -> Iterable[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class TrainLoaderProtocol(ValLoaderProtocol, Protocol):
+    """What the loop needs of a train loader: batches with images, labels, choices (on the CPU),
+    copy_ids; epoch and position (resume); new policies between epochs (AdvAA)."""
+
+    num_classes: int
+
+    def set_epoch(self, epoch: int) -> None: ...
+    def load_state_dict(self, state: dict[str, int]) -> None: ...
+    def set_policies(self, policies: Sequence[Any]) -> None: ...
 
 
 @dataclass
@@ -99,6 +115,9 @@ class LRSchedule:
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
                 "kind": self.kind}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The schedule is rebuilt from the config on resume; the saved copy is for reading."""
+
 
 def scaled_lr(cfg: Config, lr: Optional[float], world: int, copies: int) -> float:
     """Linear scaling: `lr` (default train.lr) is per train.lr_ref_batch images of the global batch
@@ -109,7 +128,7 @@ def scaled_lr(cfg: Config, lr: Optional[float], world: int, copies: int) -> floa
 
 
 # ---------------------------------------------------------------------------------------------
-def evaluate(model: nn.Module, loader: _Loader, dist: Dist, *, amp: bool = False,
+def evaluate(model: nn.Module, loader: ValLoaderProtocol, dist: Dist, *, precision: Optional[Precision] = None,
              channels_last: bool = False) -> dict[str, float]:
     """Top-1/top-5 and mean loss over the whole validation split.
 
@@ -118,16 +137,16 @@ def evaluate(model: nn.Module, loader: _Loader, dist: Dist, *, amp: bool = False
     """
     model.eval()
     device = dist.device
+    precision = precision or Precision(device.type)
     acc = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss_sum, n
     with torch.no_grad():
         for batch in loader:
-            images, labels = _to_device(batch.images, device, channels_last), batch.labels.to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            images, labels = prepare_images(batch.images, device, channels_last), batch.labels.to(device)
+            with precision.context():
                 logits = model(images)
             logits = logits.float()
             k = min(5, logits.shape[1])
-            top = logits.topk(k, dim=1).indices
-            hit = top.eq(labels[:, None])
+            hit = logits.topk(k, dim=1).indices.eq(labels[:, None])
             acc[0] += hit[:, 0].sum()
             acc[1] += hit.any(1).sum()
             acc[2] += F.cross_entropy(logits, labels, reduction="sum").double()
@@ -142,8 +161,9 @@ def evaluate(model: nn.Module, loader: _Loader, dist: Dist, *, amp: bool = False
 def _average_buffers(model: nn.Module, dist: Dist) -> None:
     """Average floating-point buffers (BatchNorm running mean/var) over ranks in one allreduce.
 
-    Horovod averages gradients only, so each rank's BN statistics follow its own shard; after
-    this every rank holds the same model, validates the same model and rank 0 saves it.
+    Horovod and DDP (broadcast_buffers=False) average gradients only, so each rank's BN
+    statistics follow its own shard; after this every rank holds the same model, validates
+    the same model and rank 0 saves it.
     """
     if dist.size == 1:
         return
@@ -157,112 +177,184 @@ def _average_buffers(model: nn.Module, dist: Dist) -> None:
         offset += b.numel()
 
 
-def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if x.dtype == torch.float16 and device.type != "cuda":
-        x = x.float()
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
 # ---------------------------------------------------------------------------------------------
-class _Reporter:
-    """Rank-0 outputs: log lines / tqdm bar, metrics.jsonl, TensorBoard (if installed)."""
+@dataclass
+class _Run:
+    """Everything one training run holds (built by `_setup`)."""
 
-    def __init__(self, out_dir: Path, root: bool, log_interval: int) -> None:
-        self.root, self.log_interval = root, max(1, log_interval)
-        self.metrics_path = out_dir / "metrics.jsonl"
-        self.tb = None
-        self.bar = None
-        self.interactive = root and sys.stderr.isatty()
-        if root:
+    cfg: Config
+    dist: Dist
+    model: nn.Module  # the bare model: saved, evaluated, returned
+    train_model: nn.Module  # what the steps call (DDP wraps `model` under torch.distributed)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    precision: Precision
+    channels_last: bool
+    schedule: LRSchedule
+    steps_per_epoch: int
+    epochs: int
+    num_choices: int
+    train_loader: TrainLoaderProtocol
+    val_loader: ValLoaderProtocol
+    hooks: Optional[TrainHooks]
+    checkpointer: Checkpointer
+    progress: Progress
+
+
+@dataclass
+class _EpochSums:
+    """This rank's running sums over an epoch: loss (on the device, no sync), rows, choices."""
+
+    loss_sum: torch.Tensor
+    rows: int
+    counts: torch.Tensor  # int64 [num_choices] on the CPU
+    seconds: float = 0.0
+
+    def reduced(self, dist: Dist) -> dict[str, Any]:
+        """Sums over all ranks (a collective): loss_sum, n, counts."""
+        acc = dist.allreduce(torch.stack([self.loss_sum.cpu(), torch.tensor(float(self.rows), dtype=torch.float64)]),
+                             "sum")
+        counts = dist.allreduce(self.counts, "sum").to(torch.int64)
+        return {"loss_sum": float(acc[0]), "n": int(acc[1]), "counts": counts}
+
+
+def _count_choices(sums: _EpochSums, choices: torch.Tensor, num_choices: int) -> None:
+    """Add the step's choices (-1 = none) to the counts; on the CPU, so no device sync."""
+    ch = choices.cpu()  # the loaders hand choices over on the CPU: a no-op then
+    ch = ch[ch >= 0]
+    if ch.numel():
+        top = int(ch.max())
+        if top >= num_choices:
+            raise ValueError(f"the loader reported choice {top} but the policies have {num_choices} choices")
+        sums.counts += torch.bincount(ch, minlength=num_choices)
+
+
+def _train_steps(run: _Run, state: TrainState, sums: _EpochSums, epoch: int) -> None:
+    """The epoch's optimizer steps from `state.step_in_epoch` on; mid-epoch checkpoints."""
+    tc, spe = run.cfg.train, run.steps_per_epoch
+    i = state.step_in_epoch
+    t0 = time.perf_counter()
+    with run.dist.joined(run.train_model):
+        for batch in run.train_loader:
+            lr = run.schedule(epoch * spe + i)
+            for g in run.optimizer.param_groups:
+                g["lr"] = lr
+            images = prepare_images(batch.images, run.dist.device, run.channels_last)
+            labels = batch.labels.to(run.dist.device, non_blocking=True)
             try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out_dir / "tb"))
-            except ImportError:
-                log.info("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
-        if self.interactive:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr,
-                            dynamic_ncols=True, leave=False)
-
-    def step(self, step: int, epoch: int, loss: float, lr: float, ips: float, eta_s: float, tick: bool) -> None:
-        if not self.root:
-            return
-        if self.bar is not None:
-            self.bar.update(1)
-            if tick:
-                self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.4g}", ips=f"{ips:.0f}")
-        if tick:
-            if self.bar is None:
-                log.info("epoch %d step %d  loss %.4f  lr %.5g  %.1f img/s  ETA %s", epoch + 1, step, loss, lr, ips,
-                         _fmt_eta(eta_s))
-            self._write({"kind": "step", "epoch": epoch, "step": step, "train_loss": loss, "lr": lr,
-                         "images_per_s": ips})
-            if self.tb is not None:
-                self.tb.add_scalar("train/loss", loss, step)
-                self.tb.add_scalar("train/lr", lr, step)
-                self.tb.add_scalar("train/images_per_s", ips, step)
-
-    def end_epoch(self, entry: dict[str, Any]) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if not self.root:
-            return
-        log.info("epoch %d done: train_loss %.4f  val_top1 %.4f  val_top5 %.4f  %.1f img/s", entry["epoch"] + 1,
-                 entry["train_loss"], entry["val_top1"], entry["val_top5"], entry["images_per_s"])
-        self._write({"kind": "epoch", **entry})
-        if self.tb is not None:
-            for k in ("train_loss", "val_top1", "val_top5", "val_loss", "images_per_s"):
-                self.tb.add_scalar(f"epoch/{k}", entry[k], entry["epoch"] + 1)
-            self.tb.flush()
-
-    def _write(self, rec: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
+                per_row = train_step(run.train_model, run.optimizer, run.scaler, run.dist, images, labels,
+                                     micro_batches=tc.micro_batches, precision=run.precision,
+                                     label_smoothing=tc.label_smoothing)
+            except torch.cuda.OutOfMemoryError as e:
+                raise RuntimeError(rows_advice(len(labels), tc.micro_batches, "CUDA ran out of memory")) from e
+            i += 1
+            state.global_step += 1
+            sums.loss_sum += per_row.double().sum()
+            sums.rows += per_row.numel()
+            _count_choices(sums, batch.choices, run.num_choices)
+            if run.hooks is not None:
+                run.hooks.on_step(per_row, batch)
+            run.progress.step(i, state.global_step, per_row.mean(), lr, per_row.numel())
+            if tc.checkpoint_every_steps and state.global_step % tc.checkpoint_every_steps == 0 and i < spe:
+                state.step_in_epoch = i
+                state.partial = {**sums.reduced(run.dist), "time": sums.seconds + time.perf_counter() - t0}
+                # rank 0 saves one copy of the BN statistics: their mean over ranks, which every rank
+                # then continues from (the epoch-end mean comes out the same: the updates are affine)
+                _average_buffers(run.model, run.dist)
+                run.checkpointer.save(state)
+    sums.seconds += time.perf_counter() - t0
 
 
-def _fmt_eta(s: float) -> str:
-    s = int(max(0, s))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def _setup_logging(root: bool) -> None:
-    logger = logging.getLogger("hpcaug")
-    if not logger.handlers and not logging.getLogger().handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(h)
-    if not root:
-        logger.setLevel(logging.WARNING)  # rank-0-only logging
-    elif logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
-
-
-def _num_classes(cfg: Config, loader: Any) -> int:
-    n = getattr(loader, "num_classes", None)
-    if n:
-        return int(n)
-    from hpcaug.data.index import DatasetIndex
-
-    return int(DatasetIndex.open(cfg.data.dir).num_classes)
+def _run_epoch(run: _Run, state: TrainState, epoch: int) -> None:
+    """Train epoch `epoch` (from where `state` stands), validate, checkpoint; updates `state`."""
+    dist, first = run.dist, state.step_in_epoch
+    if run.hooks is not None:
+        new = run.hooks.on_epoch_start(epoch)
+        if new is not None:
+            run.train_loader.set_policies(list(new))
+    run.train_loader.set_epoch(epoch)
+    if first:
+        run.train_loader.load_state_dict(state.loader)
+    sums = _EpochSums(torch.zeros((), dtype=torch.float64, device=dist.device), 0,
+                      torch.zeros(run.num_choices, dtype=torch.int64))
+    if first and state.partial is not None and dist.is_root:  # a mid-epoch checkpoint's sums (all ranks')
+        sums.loss_sum += state.partial["loss_sum"]
+        sums.rows += int(state.partial["n"])
+        sums.counts += state.partial["counts"]
+        sums.seconds = float(state.partial["time"])
+    run.progress.start_epoch(epoch, run.epochs, run.steps_per_epoch, first)
+    _train_steps(run, state, sums, epoch)
+    seconds = float(dist.allreduce(torch.tensor([sums.seconds], dtype=torch.float64), "max")[0])  # slowest rank
+    total = sums.reduced(dist)
+    _average_buffers(run.model, dist)  # BN running stats differ per rank: average them so all agree
+    metrics = evaluate(run.model, run.val_loader, dist, precision=run.precision, channels_last=run.channels_last)
+    spe = run.steps_per_epoch
+    entry = {"epoch": epoch, "step": state.global_step, "train_loss": total["loss_sum"] / max(1, total["n"]),
+             "train_samples": total["n"], **metrics, "lr": run.schedule(epoch * spe + spe - 1),
+             "images_per_s": total["n"] / max(1e-9, seconds), "epoch_time_s": seconds}
+    state.history.append(entry)
+    state.choice_counts = state.choice_counts + total["counts"]
+    if run.hooks is not None:
+        run.hooks.on_epoch_end(epoch, entry)
+    run.progress.end_epoch(entry)
+    state.epoch, state.step_in_epoch, state.partial = epoch + 1, 0, None
+    run.checkpointer.save(state)
 
 
 # ---------------------------------------------------------------------------------------------
+def _loaders(cfg: Config, policies: list[Any], dist: Dist, train_loader: Optional[TrainLoaderProtocol],
+             val_loader: Optional[ValLoaderProtocol]) -> tuple[TrainLoaderProtocol, ValLoaderProtocol]:
+    if train_loader is None or val_loader is None:
+        from hpcaug.data import build_train_loader, build_val_loader  # DALI: only when the loop builds loaders
+
+        train_loader = train_loader or build_train_loader(cfg, policies, dist.rank, dist.size, dist.device)
+        val_loader = val_loader or build_val_loader(cfg, dist.rank, dist.size, dist.device)
+    return train_loader, val_loader
+
+
+def _setup(cfg: Config, out: Path, policies: list[Any], epochs: int, dist: Dist, *, lr: Optional[float],
+           schedule: Optional[str], warmup: bool, hooks: Optional[TrainHooks],
+           loaders: tuple[TrainLoaderProtocol, ValLoaderProtocol]) -> _Run:
+    """Model, precision, optimizer, distributed wrapping, lr schedule, checkpointer, progress."""
+    tc, device = cfg.train, dist.device
+    train_loader, val_loader = loaders
+    copies = max(1, len(policies))
+    rows = cfg.data.batch_size * copies
+    if tc.micro_batches > rows:
+        raise ValueError(f"train.micro_batches={tc.micro_batches} is more than the {rows} rows of a step per rank "
+                         "(data.batch_size x augment.copies); lower train.micro_batches")
+    torch.manual_seed(tc.seed)  # identical initialisation everywhere (and broadcast anyway)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv algorithms once
+    precision = precision_for(tc, device)
+    channels_last = tc.channels_last and device.type == "cuda"
+    model = build_model(tc.model, int(train_loader.num_classes)).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    check_rows_fit(model, rows, tc.micro_batches, cfg.data.image_size, precision, device, channels_last)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.0, momentum=tc.momentum, nesterov=tc.nesterov,
+                          weight_decay=tc.weight_decay)
+    train_model, optimizer = dist.prepare(model, sgd, tc.micro_batches)
+    scaler = precision.scaler()
+    # steps per epoch: the same on every rank so the lr schedule agrees
+    spe = int(dist.allreduce(torch.tensor([len(train_loader)]), "max")[0])
+    if spe < 1:
+        raise ValueError("the train loader yields no batches: check data.train_list and data.batch_size")
+    warm = int(round(tc.warmup_epochs * spe)) if warmup else 0
+    sched = LRSchedule(scaled_lr(cfg, lr, dist.size, copies), max(1, epochs * spe), min(warm, epochs * spe),
+                       schedule or tc.schedule)
+    num_choices = max([int(getattr(p, "num_choices", 1)) for p in policies] + [1])
+    ckpt = Checkpointer(out / CHECKPOINT_NAME, cfg, dist, model, optimizer, scaler, sched, hooks)
+    return _Run(cfg, dist, model, train_model, optimizer, scaler, precision, channels_last, sched, spe, epochs,
+                num_choices, train_loader, val_loader, hooks, ckpt, Progress(out, dist.is_root, tc.log_interval,
+                                                                             dist.size))
+
+
 def train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policies: Sequence[Any], *, epochs: int,
           lr: Optional[float] = None, schedule: Optional[str] = None, init_from: Optional[Union[str, Path]] = None,
           hooks: Optional[TrainHooks] = None, dist: Optional[Dist] = None,
-          train_loader: Optional[_Loader] = None, val_loader: Optional[_Loader] = None) -> TrainResult:
+          train_loader: Optional[TrainLoaderProtocol] = None,
+          val_loader: Optional[ValLoaderProtocol] = None) -> TrainResult:
     """Train `cfg.train.model` for `epochs` epochs with `policies` (M = len(policies) copies).
 
     - `lr` replaces train.lr (same linear scaling); `schedule` replaces train.schedule.
@@ -270,198 +362,27 @@ def train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policies: Sequen
       warm-up then. Ignored when `out_dir/checkpoint.pt` exists (the run resumes instead).
     - `dist`: an initialised backend (default: `init_dist(cfg.dist)`).
     - `train_loader`/`val_loader`: default `hpcaug.data.build_train_loader/build_val_loader`.
-    Every rank must call it; every rank gets the same `TrainResult`.
+    Every rank must call it; every rank gets the same `TrainResult`. In a multi-rank run an
+    error on one rank ends the whole job (`Dist.stop_job_on_error`).
     """
-    tc = cfg.train
     dist = dist or init_dist(cfg.dist)
-    device = dist.device
-    out = Path(out_dir)
-    if dist.is_root:
-        out.mkdir(parents=True, exist_ok=True)
-    _setup_logging(dist.is_root)
-    policies = list(policies)
-    copies = max(1, len(policies))
-    if train_loader is None or val_loader is None:
-        from hpcaug.data import build_train_loader, build_val_loader
-
-        if train_loader is None:
-            train_loader = build_train_loader(cfg, policies, dist.rank, dist.size, device)
-        if val_loader is None:
-            val_loader = build_val_loader(cfg, dist.rank, dist.size, device)
-    num_choices = max([int(getattr(p, "num_choices", 1)) for p in policies] + [1])
-
-    # identical initialisation everywhere (and broadcast below anyway)
-    torch.manual_seed(tc.seed)
-    use_cuda = device.type == "cuda"
-    amp, channels_last = tc.amp and use_cuda, tc.channels_last and use_cuda
-    model = build_model(tc.model, _num_classes(cfg, train_loader)).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=tc.momentum, nesterov=tc.nesterov,
-                                weight_decay=tc.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-
-    # steps per epoch: the same on every rank so the lr schedule agrees
-    spe = int(dist.allreduce(torch.tensor([len(train_loader)]), "max")[0])  # type: ignore[arg-type]
-    if spe < 1:
-        raise ValueError("the train loader yields no batches: check data.train_list and data.batch_size")
-    warm = 0 if init_from is not None else int(round(tc.warmup_epochs * spe))
-    sched = LRSchedule(scaled_lr(cfg, lr, dist.size, copies), max(1, epochs * spe), min(warm, epochs * spe),
-                       schedule or tc.schedule)
-
-    # ---- resume (rank 0 reads, everyone gets it) or init_from
-    ckpt = out / CHECKPOINT_NAME
-    exists = dist.broadcast_object(ckpt.is_file() if dist.is_root else None, name="hpcaug.resume.exists")
-    meta: Optional[dict[str, Any]] = None
-    if exists:
-        state = load_checkpoint(ckpt, map_location="cpu") if dist.is_root else None
-        if state is not None:
-            model.load_state_dict(state["model"])
-            meta = {k: v for k, v in state.items() if k != "model"}
-        meta = dist.broadcast_object(meta, name="hpcaug.resume.meta")
-        assert meta is not None
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise RuntimeError(f"{ckpt} has checkpoint format {meta.get('format')}, expected {CHECKPOINT_FORMAT}; "
-                               "move it away to start over")
-        optimizer.load_state_dict(meta["optimizer"])
-        scaler.load_state_dict(meta["scaler"])
-        if hooks is not None and meta.get("hooks") is not None:
-            hooks.load_state_dict(meta["hooks"])
-        rng = meta.get("rng") or []
-        if len(rng) == dist.size:
-            set_rng_state(rng[dist.rank])
-        else:
-            torch.manual_seed(tc.seed * 1000 + dist.rank + 1)
-    else:
-        if init_from is not None and dist.is_root:
-            model.load_state_dict(load_checkpoint(init_from)["model"])
-        torch.manual_seed(tc.seed * 1000 + dist.rank + 1)  # per-rank stream for anything stochastic
-    dist.broadcast_model(model)  # rank 0's weights (and BN buffers) everywhere
-    optimizer = dist.wrap_optimizer(optimizer, model)
-
-    history: list[dict[str, Any]] = list(meta["history"]) if meta else []
-    choice_counts = (meta["choice_counts"].clone() if meta else torch.zeros(num_choices, dtype=torch.int64))
-    start_epoch = int(meta["epoch"]) if meta else 0
-    start_in_epoch = int(meta["step_in_epoch"]) if meta else 0
-    global_step = int(meta["global_step"]) if meta else 0
-    loader_state = dict(meta["loader"]) if meta else {}
-    part = meta.get("partial") if meta else None  # epoch accumulators (summed over ranks) of a mid-epoch checkpoint
-    if meta and dist.is_root:
-        log.info("resuming %s at epoch %d step %d (global step %d)", ckpt, start_epoch + 1, start_in_epoch,
-                 global_step)
-
-    rep = _Reporter(out, dist.is_root, tc.log_interval)
-
-    def save(epoch: int, step_in_epoch: int, partial: Optional[dict[str, Any]]) -> None:
-        rngs = dist.allgather_object(rng_state(), name=f"hpcaug.ckpt.rng.{epoch}.{step_in_epoch}")
-        if not dist.is_root:
-            return
-        save_checkpoint(ckpt, {
-            "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "schedule": sched.state_dict(), "epoch": epoch,
-            "step_in_epoch": step_in_epoch, "global_step": global_step, "history": history,
-            "choice_counts": choice_counts, "partial": partial,
-            # where the loader stands: `step_in_epoch` batches of `epoch` consumed (the loader's own
-            # state_dict lags one batch inside the for-loop, so it is written from our counters)
-            "loader": {"epoch": epoch, "step": step_in_epoch,
-                       "samples": step_in_epoch * cfg.data.batch_size * dist.size}, "rng": rngs,
-            "hooks": hooks.state_dict() if hooks is not None else None, "world_size": dist.size,
-            "model_name": tc.model, "config": cfg.to_json(),
-        })
-
-    model.train()
-    try:
-        for epoch in range(start_epoch, epochs):
-            resumed_mid = epoch == start_epoch and start_in_epoch > 0
-            if hooks is not None:
-                new = hooks.on_epoch_start(epoch)
-                if new is not None:
-                    if not hasattr(train_loader, "set_policies"):
-                        raise TypeError("hooks returned policies but the train loader has no set_policies()")
-                    train_loader.set_policies(list(new))  # type: ignore[union-attr]
-            if hasattr(train_loader, "set_epoch"):
-                train_loader.set_epoch(epoch)  # type: ignore[union-attr]
-            first = start_in_epoch if resumed_mid else 0
-            if resumed_mid and hasattr(train_loader, "load_state_dict"):
-                train_loader.load_state_dict(loader_state)  # type: ignore[union-attr]
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            n_rows = torch.zeros((), dtype=torch.int64, device=device)
-            counts = torch.zeros(num_choices, dtype=torch.int64, device=device)
-            elapsed = 0.0
-            if resumed_mid and part is not None and dist.is_root:
-                loss_sum += part["loss_sum"]
-                n_rows += part["n"]
-                counts += part["counts"].to(device)
-                elapsed = float(part["time"])
-            rep.start_epoch(epoch, epochs, spe, first)
-            t0 = time.perf_counter()
-            t_tick, rows_tick = t0, 0
-            i = first
-            for batch in train_loader:
-                cur_lr = sched(epoch * spe + i)
-                for g in optimizer.param_groups:
-                    g["lr"] = cur_lr
-                images = _to_device(batch.images, device, channels_last)
-                labels = batch.labels.to(device, non_blocking=True)
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                    logits = model(images)
-                per_sample = F.cross_entropy(logits.float(), labels, reduction="none",
-                                             label_smoothing=tc.label_smoothing)
-                loss = per_sample.mean()  # mean over all N x M rows
-                optimizer.zero_grad()
-                scaler.scale(loss).backward()
-                dist.step(optimizer, scaler)
-                global_step += 1
-                i += 1
-                ps = per_sample.detach()
-                loss_sum += ps.double().sum()
-                n_rows += ps.numel()
-                ch = batch.choices.to(device)
-                ch = ch[ch >= 0]
-                if ch.numel():
-                    if int(ch.max()) >= num_choices:
-                        raise ValueError(f"the loader reported choice {int(ch.max())} but the policies have "
-                                         f"{num_choices} choices")
-                    counts += torch.bincount(ch, minlength=num_choices)
-                if hooks is not None:
-                    hooks.on_step(ps, batch)
-                rows_tick += ps.numel()
-                tick = dist.is_root and (i % rep.log_interval == 0 or i == spe)
-                if dist.is_root and (tick or rep.bar is not None):
-                    now = time.perf_counter()
-                    dt = max(1e-9, now - t_tick) if tick else max(1e-9, now - t0)
-                    ips = (rows_tick if tick else float(n_rows)) * dist.size / dt
-                    per_step = (now - t0) / max(1, i - first)
-                    eta = per_step * ((epochs - epoch - 1) * spe + (spe - i))
-                    rep.step(global_step, epoch, float(loss.detach()), cur_lr, ips, eta, tick)
-                    if tick:
-                        t_tick, rows_tick = now, 0
-                if tc.checkpoint_every_steps and global_step % tc.checkpoint_every_steps == 0 and i < spe:
-                    acc = dist.allreduce(torch.cat([loss_sum.reshape(1), n_rows.double().reshape(1)]).cpu(), "sum")
-                    cnt = dist.allreduce(counts.cpu(), "sum")
-                    save(epoch, i, {"loss_sum": float(acc[0]), "n": int(acc[1]), "counts": cnt,
-                                    "time": elapsed + time.perf_counter() - t0})
-            # this rank is out of batches; let the others finish theirs (uneven shards)
-            dist.join()
-            elapsed += time.perf_counter() - t0
-            elapsed = float(dist.allreduce(torch.tensor([elapsed], dtype=torch.float64), "max")[0])  # slowest rank
-            acc = dist.allreduce(torch.cat([loss_sum.reshape(1), n_rows.double().reshape(1)]).cpu(), "sum")
-            counts = dist.allreduce(counts.cpu(), "sum").to(torch.int64)
-            choice_counts = choice_counts + counts
-            _average_buffers(model, dist)  # BN running stats differ per rank: average them so all agree
-            metrics = evaluate(model, val_loader, dist, amp=amp, channels_last=channels_last)
-            entry = {"epoch": epoch, "step": global_step, "train_loss": float(acc[0]) / max(1.0, float(acc[1])),
-                     "train_samples": int(acc[1]), **metrics, "lr": sched(epoch * spe + spe - 1),
-                     "images_per_s": float(acc[1]) / max(1e-9, elapsed), "epoch_time_s": elapsed}
-            history.append(entry)
-            if hooks is not None:
-                hooks.on_epoch_end(epoch, entry)
-            rep.end_epoch(entry)
-            part = None
-            save(epoch + 1, 0, None)
-    finally:
-        rep.close()
-    if not history and dist.is_root:
-        log.info("nothing to do: %s already holds %d epochs", ckpt, start_epoch)
-    return TrainResult(history=history, choice_counts=choice_counts.to(torch.int64), checkpoint=ckpt,
-                       steps=global_step, model=model)
+    with dist.stop_job_on_error():
+        out = Path(out_dir)
+        if dist.is_root:
+            out.mkdir(parents=True, exist_ok=True)
+        setup_logging(dist.is_root)
+        policies = list(policies)
+        run = _setup(cfg, out, policies, epochs, dist, lr=lr, schedule=schedule, warmup=init_from is None,
+                     hooks=hooks, loaders=_loaders(cfg, policies, dist, train_loader, val_loader))
+        state = run.checkpointer.restore(run.num_choices, Path(init_from) if init_from is not None else None)
+        start = state.epoch
+        run.model.train()
+        try:
+            for epoch in range(start, epochs):
+                _run_epoch(run, state, epoch)
+        finally:
+            run.progress.close()
+        if start >= epochs and dist.is_root:
+            log.info("nothing to do: %s already holds %d epochs", run.checkpointer.path, start)
+    return TrainResult(history=state.history, choice_counts=state.choice_counts.to(torch.int64),
+                       checkpoint=run.checkpointer.path, steps=state.global_step, model=run.model)

@@ -1,22 +1,29 @@
-"""In-memory synthetic loaders with the real loaders' interface (benchmarks, loop unit tests).
+"""In-memory synthetic loaders with the real loaders' interface (benchmarks, loop unit tests),
+and `train_synthetic`: the training loop on them, on any device (GPU smoke checks).
 
 Images are a per-class pattern plus noise, so a model can learn them; everything is a
 deterministic function of (seed, rank, epoch, step), like the real loaders' shuffles.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["SyntheticBatch", "SyntheticLoader"]
+from hpcaug.config import Config
+from hpcaug.train.dist import Dist, SingleDist
+from hpcaug.train.loop import TrainHooks, TrainResult, train
+
+__all__ = ["SyntheticBatch", "SyntheticLoader", "SyntheticPolicy", "train_synthetic"]
 
 
 class SyntheticBatch(NamedTuple):
-    images: torch.Tensor  # float [N*M, 3, S, S]
-    labels: torch.Tensor  # int64 [N*M]
-    choices: torch.Tensor  # int64 [N*M]
-    copy_ids: torch.Tensor  # int64 [N*M]
+    images: torch.Tensor  # float [N*M, 3, S, S], on the loader's device
+    labels: torch.Tensor  # int64 [N*M], on the loader's device
+    choices: torch.Tensor  # int64 [N*M], on the CPU (as the real loaders hand them over)
+    copy_ids: torch.Tensor  # int64 [N*M], on the loader's device
 
 
 class SyntheticLoader:
@@ -65,10 +72,10 @@ class SyntheticLoader:
         images = imgs.repeat_interleave(m, 0) + 0.1 * torch.randn(n * m, 3, self.image_size, self.image_size,
                                                                    generator=g)
         return SyntheticBatch(images.to(self.device), labels.repeat_interleave(m).to(self.device),
-                              torch.randint(0, self.num_choices, (n * m,), generator=g).to(self.device),
+                              torch.randint(0, self.num_choices, (n * m,), generator=g),
                               torch.arange(m).repeat(n).to(self.device))
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[SyntheticBatch]:
         if self.step >= self.steps:  # a finished pass: iterate again from the start (val loaders)
             self.step = 0
         while self.step < self.steps:
@@ -80,3 +87,29 @@ class SyntheticLoader:
                 batch = self._make(self.step)
             self.step += 1
             yield batch
+
+
+@dataclass(frozen=True)
+class SyntheticPolicy:
+    """Stands in for a policy: the loop only asks how many choices it has."""
+
+    num_choices: int = 1
+
+
+def train_synthetic(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], *, steps: int, epochs: int = 1,
+                    copies: Optional[int] = None, num_classes: int = 100, device: Union[str, torch.device] = "cpu",
+                    dist: Optional[Dist] = None, hooks: Optional[TrainHooks] = None,
+                    fixed: bool = True) -> TrainResult:
+    """`train()` for `epochs` x `steps` steps on in-memory batches of data.batch_size x `copies`
+    (default augment.copies) rows of data.image_size pixels, on `device` (or `dist.device`).
+    Everything else (AMP, channels_last, micro-batches, checkpoints, resume) is the real loop;
+    `fixed=True` yields one pre-built batch every step (no per-step data cost)."""
+    dist = dist or SingleDist(device=torch.device(device))
+    m = cfg.augment.copies if copies is None else copies
+    size, n = cfg.data.image_size, cfg.data.batch_size
+    tl = SyntheticLoader(n, steps, copies=m, image_size=size, num_classes=num_classes, num_choices=2, rank=dist.rank,
+                         seed=cfg.train.seed, device=dist.device, fixed=fixed)
+    vl = SyntheticLoader(n, 1, image_size=size, num_classes=num_classes, rank=dist.rank, seed=cfg.train.seed + 1,
+                         device=dist.device, fixed=True)
+    return train(cfg, out_dir, [SyntheticPolicy(2)] * m, epochs=epochs, dist=dist, hooks=hooks, train_loader=tl,
+                 val_loader=vl)
