@@ -17,6 +17,9 @@
 #   PYTHON        the interpreter (default: python).
 #   REQUEUE_LEAD_S  requeue this many seconds before the time limit (default 600, at most a tenth of it).
 #   SRUN_MPI      pmix / pmi2 for an MPI build of Horovod (default: gloo, rendezvous on rank 0).
+#   CPU_BIND / GPU_BIND  srun --cpu-bind (default cores) / --gpu-bind (default closest, only when
+#                 the job has GPUs). srun gets --cpus-per-task from the job (Slurm >= 22.05 does
+#                 not pass it on by itself): slurm/_srun.sh.
 #   Horovod / NCCL variables pass through: HOROVOD_GLOO_IFACE (the network interface between
 #   nodes, detected if unset), NCCL_SOCKET_IFNAME, HPCAUG_RENDEZVOUS_PORT (default derived
 #   from the job id).
@@ -55,9 +58,9 @@ args=(--config "$CONFIG")
 source slurm/_requeue.sh || { echo "advaa_train.sh: slurm/_requeue.sh not found in $(pwd); submit from the repository root" >&2; exit 2; }
 requeue_timer advaa_train.sh
 
-mpi=()
-[ -n "${SRUN_MPI:-}" ] && mpi=(--mpi="$SRUN_MPI")
-# One task per GPU; --kill-on-bad-exit stops every rank when one fails (no hung collectives).
-# Every task runs run_advaa in-process; hpcaug.train.dist sees the srun step and starts Horovod.
-srun --kill-on-bad-exit=1 --cpu-bind=none "${mpi[@]}" "$PYTHON" -m hpcaug.search.advaa "${args[@]}" "$@" &
+# One task per GPU with its CPUs bound and its GPU(s) nearest (slurm/_srun.sh says why);
+# --kill-on-bad-exit stops every rank when one fails. hpcaug.train.dist sees the srun step
+# and starts Horovod (gloo rendezvous hosted by rank 0, or MPI with SRUN_MPI).
+source slurm/_srun.sh
+rank_srun advaa_train.sh "$PYTHON" -m hpcaug.search.advaa "${args[@]}" "$@"
 wait $!   # returns early when USR1 arrives; the trap then requeues

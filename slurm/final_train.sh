@@ -26,6 +26,9 @@
 #   interface between nodes, detected if unset), NCCL_SOCKET_IFNAME, HPCAUG_RENDEZVOUS_PORT
 #   (port of the gloo rendezvous rank 0 hosts; default derived from the job id).
 #   An MPI build of Horovod: set SRUN_MPI=pmix (or pmi2) so srun wires up MPI instead.
+#   CPU_BIND / GPU_BIND  srun --cpu-bind (default cores) / --gpu-bind (default closest, only when
+#                the job has GPUs). srun gets --cpus-per-task from the job (Slurm >= 22.05 does
+#                not pass it on by itself): slurm/_srun.sh.
 # The #SBATCH lines below match configs/imagenet_resnet50_final.yaml (8 nodes x 8 GPUs x 128
 # images = 8192 per step); command-line sbatch flags override them.
 #
@@ -68,10 +71,9 @@ args=(--stage final --config "$CONFIG" --policy "$POLICY" --executor inline)
 source slurm/_requeue.sh || { echo "final_train.sh: slurm/_requeue.sh not found in $(pwd); submit from the repository root" >&2; exit 2; }
 requeue_timer final_train.sh
 
-mpi=()
-[ -n "${SRUN_MPI:-}" ] && mpi=(--mpi="$SRUN_MPI")
-# One task per GPU. --kill-on-bad-exit stops every rank when one fails (no hung collectives).
-# Each task runs the stage in-process (--executor inline); hpcaug.train.dist sees the srun
-# step and starts Horovod (gloo rendezvous hosted by rank 0, or MPI with SRUN_MPI).
-srun --kill-on-bad-exit=1 --cpu-bind=none "${mpi[@]}" "$PYTHON" -m hpcaug.submit "${args[@]}" &
+# One task per GPU with its CPUs bound and its GPU(s) nearest (slurm/_srun.sh says why);
+# --kill-on-bad-exit stops every rank when one fails. hpcaug.train.dist sees the srun step
+# and starts Horovod (gloo rendezvous hosted by rank 0, or MPI with SRUN_MPI).
+source slurm/_srun.sh
+rank_srun final_train.sh "$PYTHON" -m hpcaug.submit "${args[@]}"
 wait $!   # returns early when USR1 arrives; the trap then requeues

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from hpcaug.config import load_config
 from hpcaug.train import load_checkpoint
 from hpcaug.train.stages import CheckpointableTraining, run_train
@@ -97,3 +99,40 @@ def test_srun_rendezvous_races(tmp_path: Path, slurm_cluster) -> None:
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     assert sorted(line for line in p.stdout.splitlines() if line.startswith("RANK")) == \
         ["RANK 0 2 2.0", "RANK 1 2 2.0"], p.stdout + p.stderr[-2000:]
+
+
+TASK_REPORT = """#!/bin/sh
+# stands in for the interpreter (PYTHON=...): reports what the task was given, ignores its arguments
+exec python3 -c 'import os; e = os.environ; print("TASK", e["SLURM_PROCID"], e["SLURMD_NODENAME"],
+                                                    len(os.sched_getaffinity(0)), flush=True)'
+"""
+
+
+@pytest.mark.parametrize("script", ["final_train.sh", "advaa_train.sh"])
+def test_sbatch_script_gives_every_rank_its_cpus(tmp_path: Path, slurm_cluster, script: str) -> None:
+    """From Slurm 22.05 srun does not take the job's --cpus-per-task: the scripts pass it on
+    (and bind cores), so each of the 2 ranks gets its 2 CPUs. Checked in SLURM's accounting of
+    the srun step (the command it ran, the CPUs it allocated) and in what each task may use
+    (this cluster runs without an affinity plugin, so the tasks' CPU masks are not narrowed)."""
+    fake = tmp_path / "python"
+    fake.write_text(TASK_REPORT)
+    fake.chmod(0o755)
+    env = {**slurm_cluster.env, "PYTHON": str(fake), "CONFIG": "configs/demo.yaml"}
+    args = ["configs/demo.yaml", "uniform"] if script == "final_train.sh" else []
+    p = subprocess.run(["sbatch", "--parsable", "-p", slurm_cluster.partition, "--time=2", "--nodes=2",
+                        "--ntasks-per-node=1", "--cpus-per-task=2", "--gpus-per-node=0",
+                        f"--output={tmp_path}/slurm-%j.out", f"slurm/{script}", *args],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    job = p.stdout.strip().split(";")[0]
+    slurm_cluster.wait_states([job], {"COMPLETED"}, timeout=120)
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert f"{script}: srun --kill-on-bad-exit=1 --cpus-per-task=2 --cpu-bind=cores " in log, log
+    tasks = sorted(line.split()[1:] for line in log.splitlines() if line.startswith("TASK "))
+    assert [t[0] for t in tasks] == ["0", "1"] and {t[1] for t in tasks} == {"n1", "n2"}, log
+    assert all(int(t[2]) >= 2 for t in tasks), log  # each task may use (at least) its 2 CPUs
+    # SLURM's own record of the step: the srun line it ran, and 2 tasks x 2 CPUs
+    steps = slurm_cluster.run("sacct", "-n", "-P", "-j", job, "-o", "JobID,AllocCPUS,NTasks,SubmitLine").stdout
+    step0 = [line.split("|") for line in steps.splitlines() if line.startswith(f"{job}.0|")]
+    assert step0 and step0[0][1:3] == ["4", "2"], steps
+    assert "--cpus-per-task=2" in step0[0][3] and "--cpu-bind=cores" in step0[0][3], steps
