@@ -10,7 +10,7 @@ cd "$ROOT"
 CACHE=${HPCAUG_CACHE:-$HOME/.cache/hpcaug}
 VENV=$ROOT/.venv
 PY=${PYTHON:-python3}
-HOROVOD_VERSION=0.28.1
+source "$ROOT/scripts/_horovod_sdist.sh"   # HOROVOD_VERSION, the sdist and its patches (shared with build_horovod_gpu.sh)
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 log() { echo "[setup $(date +%H:%M:%S)] $*"; }
 
@@ -47,7 +47,7 @@ fi
   { echo "setup: hpcaug needs Python >= 3.10; $PY is $("$PY" -V 2>&1). Set PYTHON=python3.11 (or newer)." >&2; exit 1; }
 
 # ---------- 2. the virtualenv ----------
-STAMP_KEY=$(cat setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+STAMP_KEY=$(cat setup.cfg pyproject.toml scripts/setup.sh scripts/_horovod_sdist.sh | sha256sum | cut -c1-16)
 if [ -f "$VENV/.hpcaug-stamp" ] && [ "$(cat "$VENV/.hpcaug-stamp")" = "$STAMP_KEY" ]; then
   log "environment up to date ($VENV)"
   exit 0
@@ -65,8 +65,7 @@ log "installing hpcaug[dali,dev] (editable)"
 # ---------- 3. Horovod (built once, wheel cached outside the repo) ----------
 # Horovod 0.28.1 pins C++14; torch 2.14 needs C++20 (fix merged upstream, never released).
 # This machine's torch is a CUDA build beside an nvcc without CUDA libraries: force the CPU
-# (gloo) build. On a GPU cluster build without the FindPytorch patch and with
-# HOROVOD_GPU_OPERATIONS=NCCL (docs/cluster.md).
+# (gloo) build. On a GPU cluster use scripts/build_horovod_gpu.sh (NCCL; docs/cluster.md).
 PATCH_ID=cxx20-cpu-gloo-v1
 TORCH_V=$("$VPY" -c 'import torch; print(torch.__version__)')
 PY_V=$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -74,21 +73,14 @@ WHEEL_DIR=$CACHE/wheels/horovod-$HOROVOD_VERSION-py$PY_V-torch$TORCH_V-$PATCH_ID
 if ! "$VPY" -c "import horovod.torch" 2>/dev/null; then
   if ! ls "$WHEEL_DIR"/horovod-*.whl >/dev/null 2>&1; then
     log "building Horovod $HOROVOD_VERSION (once; cached in $WHEEL_DIR)"
-    "$VPY" -m pip install -q numpy cloudpickle psutil pyyaml packaging cffi wheel
+    "$VPY" -m pip install -q "${HOROVOD_BUILD_DEPS[@]}"
     BUILD=$(mktemp -d)
     trap 'rm -rf "$BUILD"' EXIT
-    SDIST_CACHE=$CACHE/sdist
-    mkdir -p "$SDIST_CACHE"
-    [ -f "$SDIST_CACHE/horovod-$HOROVOD_VERSION.tar.gz" ] ||
-      "$VPY" -m pip download -q --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$SDIST_CACHE"
-    tar xzf "$SDIST_CACHE/horovod-$HOROVOD_VERSION.tar.gz" -C "$BUILD"
-    SRC=$BUILD/horovod-$HOROVOD_VERSION
-    sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 20)/' "$SRC/CMakeLists.txt" "$SRC/horovod/torch/CMakeLists.txt"
-    sed -i 's/(torch.version.cuda is not None) and (CUDA_HOME is not None)/False/' "$SRC/cmake/Modules/FindPytorch.cmake"
+    SRC=$(horovod_sdist "$VPY" "$CACHE" "$BUILD")
+    horovod_force_cpu "$SRC"
     mkdir -p "$WHEEL_DIR.tmp"
-    (cd "$SRC" && HOROVOD_WITH_PYTORCH=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
-      HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_CPU_OPERATIONS=gloo MAKEFLAGS=-j"$(nproc)" LDFLAGS=-s \
-      "$VPY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEEL_DIR.tmp" .)
+    (cd "$SRC" && env "${HOROVOD_COMMON_ENV[@]}" HOROVOD_WITHOUT_MPI=1 HOROVOD_CPU_OPERATIONS=gloo \
+      MAKEFLAGS=-j"$(nproc)" LDFLAGS=-s "$VPY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEEL_DIR.tmp" .)
     rm -rf "$WHEEL_DIR" && mv "$WHEEL_DIR.tmp" "$WHEEL_DIR"
   fi
   log "installing cached Horovod wheel"
