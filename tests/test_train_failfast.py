@@ -45,15 +45,15 @@ def _with_corrupt_file(demo: Path, dest: Path, rank: int, step: int, world: int)
     return str(bad)
 
 
-@pytest.mark.parametrize("launcher", ["horovodrun", "torchrun"])
-def test_corrupt_file_on_one_rank_stops_the_job(tmp_path: Path, demo_data: Path, launcher: str) -> None:
+@pytest.mark.parametrize("launcher,loader", [("horovodrun", "dali"), ("torchrun", "torch")])
+def test_corrupt_file_on_one_rank_stops_the_job(tmp_path: Path, demo_data: Path, launcher: str, loader: str) -> None:
     """Rank 1 meets the file in step 3 of epoch 1, while rank 0 waits in the step's gradient
     allreduce: the job must end with an error that names the file (before the fix a torchrun
     job hung until killed, without printing the error: its failing rank waited in a barrier)."""
     data = tmp_path / "data"
     bad = _with_corrupt_file(demo_data, data, rank=1, step=2, world=2)
     backend = "horovod" if launcher == "horovodrun" else "torch"
-    overrides = ["--set", f"data.dir={data}", "data.backend=torch", f"data.batch_size={N}", "data.workers=1",
+    overrides = ["--set", f"data.dir={data}", f"data.backend={loader}", f"data.batch_size={N}", "data.workers=1",
                  "data.on_corrupt=error", "train.steps_per_epoch=4", "train.log_interval=1",
                  f"dist.backend={backend}"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

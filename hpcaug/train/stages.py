@@ -52,7 +52,7 @@ def run_train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policy_spec:
                    dist=dist)
     if dist.is_root:
         atomic_write_text(out / "train.json", json.dumps(
-            {"policy": spec, "policy_json": _policy_json(policy), "copies": cfg.augment.copies,
+            {"policy": spec, "policy_json": policy.to_dict(), "copies": cfg.augment.copies,
              "ranks": dist.size, "history": result.history, "choice_counts": result.choice_counts.tolist(),
              "steps": result.steps}, indent=2))
     # submitit pickles the return value through the shared folder: leave the weights in checkpoint.pt
@@ -81,17 +81,6 @@ def requeue_signal_lead_s(time_limit_min: float, wanted_s: int = 90, max_fractio
     if time_limit_min <= 0:
         raise ValueError(f"a job's time limit must be > 0 minutes, got {time_limit_min}")
     return max(1, min(int(wanted_s), int(time_limit_min * 60 * max_fraction)))
-
-
-def _policy_json(policy: Any) -> Any:
-    to_json = getattr(policy, "to_json", None)
-    if to_json is None:
-        return None
-    text = to_json()
-    try:
-        return json.loads(text) if isinstance(text, str) else text
-    except ValueError:
-        return text
 
 
 class CheckpointableTraining(submitit.helpers.Checkpointable):
