@@ -218,3 +218,16 @@ def test_progress_reads_the_loss_only_at_log_intervals(tmp_path: Path) -> None:
         p.step(i, i, Loss(), 0.1, 8)  # type: ignore[arg-type]
     p.close()
     assert Loss.reads == 3  # steps 5, 10 and the epoch's last (12)
+
+
+def test_train_synthetic_runs_the_real_loop_and_resumes(tmp_path: Path) -> None:
+    """The entry point for device smoke checks: N steps on in-memory data, micro-batches and
+    resume included (on CPU here; `device="cuda"` on a GPU node)."""
+    from hpcaug.train.synthetic import train_synthetic
+
+    cfg = _cfg(**{"data.image_size": 16, "train.micro_batches": 2, "augment.copies": 2})
+    r = train_synthetic(cfg, tmp_path, steps=3, num_classes=4)
+    assert r.steps == 3 and r.history[0]["train_samples"] == 3 * 8 * 2
+    assert int(r.choice_counts.sum()) == 3 * 8 * 2
+    r2 = train_synthetic(cfg, tmp_path, steps=3, epochs=2, num_classes=4)  # continues from the checkpoint
+    assert r2.steps == 6 and len(r2.history) == 2
