@@ -121,7 +121,7 @@ def main() -> None:
         "train.epochs": args.epochs})
     dist = init_dist(cfg.dist)
     policies = {"none": load_policy("none"), "uniform": load_policy("uniform"),
-                "randaugment": load_policy("randaugment", cfg.augment),
+                "randaugment": load_policy("randaugment-n2-m9"),
                 "aws_searched": load_policy(str(policy_path))}
     acc: dict[str, list[float]] = {}
     for name, pol in policies.items():

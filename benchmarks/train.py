@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))  # data_prep is a top-level folder of the reposito
 
 from hpcaug.config import Config  # noqa: E402
 from hpcaug.ops import load_policy  # noqa: E402
+from hpcaug.policy_names import policy_arg  # noqa: E402
 from hpcaug.train import TrainHooks, train  # noqa: E402
 from hpcaug.train.dist import SingleDist  # noqa: E402
 from hpcaug.train.synthetic import SyntheticLoader  # noqa: E402
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=64, help="N images per step")
     ap.add_argument("--copies", type=int, default=1, help="M copies per image (enlarged batch)")
-    ap.add_argument("--policy", default="uniform")
+    ap.add_argument("--policy", default="uniform", type=policy_arg, help="a policy name or .json (docs/config.md)")
     ap.add_argument("--steps", type=int, default=20, help="steps per epoch; 2 epochs, the last one is timed")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="alternating real/synthetic runs; best of each")
@@ -85,7 +86,7 @@ def main() -> None:
         "train.log_interval": 10 ** 9, "train.warmup_epochs": 0, "augment.copies": args.copies,
         "augment.policy": args.policy})
     dist = SingleDist(device=torch.device(args.device))
-    policy = load_policy(args.policy, cfg.augment)
+    policy = load_policy(args.policy)
     from hpcaug.data.index import DatasetIndex
 
     ncls = DatasetIndex.open(data).num_classes

@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-POLICY_NAMES = ("none", "uniform", "autoaugment_imagenet", "randaugment", "trivialaugment")
+from hpcaug.policy_names import check_policy_spec
+
 # AWS search choices (hpcaug.search.ppo implements them; docs/search.md compares them)
 TRAJECTORY_DESIGNS = ("op_set", "per_image")
 BASELINES = ("ema", "round_mean")
@@ -93,15 +94,25 @@ class DataConfig:
 class AugmentConfig:
     """The augmentation policy applied on top of the standard preprocessing."""
 
-    policy: str = "uniform"  # one of POLICY_NAMES or a path to a policy JSON (hpcaug.ops.policy)
+    # none | uniform | trivialaugment | autoaugment-imagenet | randaugment-n<N>-m<M> (the parameters are
+    # part of the name: hpcaug/policy_names.py) or a policy .json file
+    policy: str = "uniform"
     copies: int = 1  # M of the N x M enlarged batch (AdvAA: 8; AWS ImageNet EB: 4); 1 = plain loader
-    randaugment_n: int = 2
-    randaugment_m: int = 9  # on the 0..9 magnitude bins of the op table
 
     def __post_init__(self) -> None:
-        _check(self.policy in POLICY_NAMES or self.policy.endswith(".json"),
-               f"augment.policy must be one of {POLICY_NAMES} or a .json policy file, got {self.policy!r}")
-        _check_ranges("augment", self, copies=">= 1", randaugment_n=">= 1", randaugment_m="[0, 9]")
+        check_policy_spec(self.policy, "augment.policy")
+        _check_ranges("augment", self, copies=">= 1")
+
+
+def _randaugment_keys_gone(values: Mapping[str, Any]) -> str:
+    n, m = values.get("randaugment_n", 2), values.get("randaugment_m", 9)
+    return (f"augment.randaugment_n / augment.randaugment_m are gone: RandAugment's n and m are part of the policy "
+            f"name now. Delete them, and if augment.policy was randaugment, write augment.policy: "
+            f"randaugment-n{n}-m{m} (docs/config.md)")
+
+
+# keys of earlier versions -> (the section's values) -> what to write instead
+_REMOVED_KEYS = {"augment.randaugment_n": _randaugment_keys_gone, "augment.randaugment_m": _randaugment_keys_gone}
 
 
 @dataclass(frozen=True)
@@ -298,6 +309,9 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
         raise ValueError(f"config section {where or 'top level'} must be a mapping, got {type(values).__name__}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
+    for k in unknown:
+        if where + k in _REMOVED_KEYS:
+            raise ValueError(_REMOVED_KEYS[where + k](values))
     if unknown:
         raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
                          f"valid keys here: {', '.join(sorted(known))}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from hpcaug.config import Config, load_config
+from hpcaug.policy_names import policy_arg
 
 if TYPE_CHECKING:  # the search modules import torch: loaded when a command needs them
     from hpcaug.search.jobs import Step
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round", type=int, help="finetune: the round whose missing trajectories to run; "
                                              "update: the round to update (default: the next one)")
     p.add_argument("--executor", choices=("slurm", "local", "inline"), help="default: cluster.executor")
-    p.add_argument("--policy", help="final: a policy (name or .json) instead of the run's searched policy.json")
+    p.add_argument("--policy", type=policy_arg, help="final: a policy (a name such as randaugment-n2-m9, "
+                                                      "docs/config.md, or a .json) instead of the run's policy.json")
     p.add_argument("--set", nargs="+", default=[], action="extend", metavar="section.key=value",
                    help="config overrides, e.g. --set aws.rounds=2 train.steps_per_epoch=4")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and exit instead of following the chain")
@@ -65,9 +67,9 @@ def validate(cfg: Config, stage: str, ids: Sequence[int] | None, round_: int | N
     if stage in ("shared", "finetune", "final", "search", "advaa"):
         check_data(cfg)
     if cfg.augment.policy.endswith(".json") and stage in ("search", "final", "advaa"):
-        check_policy(cfg, cfg.augment.policy, "augment.policy")
+        check_policy(cfg.augment.policy, "augment.policy")
     if policy is not None:
-        check_policy(cfg, policy, "--policy")
+        check_policy(policy, "--policy")
     if ids is not None:
         check_array(cfg, ids)
     if round_ is not None and not 0 <= round_ < cfg.aws.rounds:
@@ -87,7 +89,7 @@ def check_data(cfg: Config) -> None:
                              "re-run data_prep or fix the list names")
 
 
-def check_policy(cfg: Config, spec: str, where: str) -> None:
+def check_policy(spec: str, where: str) -> None:
     if spec.endswith(".json") and not Path(spec).is_file():
         raise ValueError(f"{where}: policy file {spec!r} not found")
     try:
@@ -95,7 +97,7 @@ def check_policy(cfg: Config, spec: str, where: str) -> None:
     except ImportError:  # the ops module is not installed: only the file check is possible
         return
     try:
-        load_policy(spec, cfg.augment)
+        load_policy(spec)
     except (ValueError, KeyError) as e:
         raise ValueError(f"{where}: policy {spec!r} is invalid: {e}") from e
 

@@ -6,7 +6,7 @@
 #
 #   sbatch slurm/final_train.sh CONFIG POLICY [section.key=value ...]
 #   sbatch slurm/final_train.sh configs/imagenet_resnet50_final.yaml runs/imagenet_resnet50_aws/policy.json
-#   sbatch slurm/final_train.sh configs/imagenet_resnet50_final.yaml autoaugment_imagenet augment.copies=4
+#   sbatch slurm/final_train.sh configs/imagenet_resnet50_final.yaml autoaugment-imagenet augment.copies=4
 #   sbatch --nodes=1 --ntasks-per-node=2 --gpus-per-node=0 slurm/final_train.sh configs/demo.yaml uniform
 #
 # Knobs:
@@ -15,8 +15,8 @@
 #                (the final stage's length; train.epochs is not used here), train.lr
 #                (per train.lr_ref_batch images, scaled linearly with the global batch
 #                nodes x ntasks-per-node x N), train.warmup_epochs, train.label_smoothing.
-#   POLICY (2nd argument)  a policy .json file or a name: none, uniform, autoaugment_imagenet,
-#                randaugment, trivialaugment.
+#   POLICY (2nd argument)  a policy .json file or a name: none, uniform, trivialaugment,
+#                autoaugment-imagenet, randaugment-n<N>-m<M> (e.g. randaugment-n2-m9; docs/config.md).
 #   further arguments      config overrides (section.key=value), e.g. aws.final_epochs=90.
 #   RUN_DIR      run directory (default: the config's run_dir, else runs/<name>).
 #   HPCAUG_SETUP a shell file sourced first (module load ..., source .venv/bin/activate).

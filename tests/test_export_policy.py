@@ -101,8 +101,8 @@ def _applied_distribution(pol: SubPolicyPolicy) -> dict[tuple[int, int], float]:
 
 
 def test_published_autoaugment_loads_and_keeps_its_op_distribution(tmp_path: Path) -> None:
-    src = load_policy("autoaugment_imagenet")
-    path = export_policy("autoaugment_imagenet", tmp_path / "aa.json")
+    src = load_policy("autoaugment-imagenet")
+    path = export_policy("autoaugment-imagenet", tmp_path / "aa.json")
     t = PolicyTransform(path, generator=torch.Generator().manual_seed(2))
     assert t.policy == src == SubPolicyPolicy.autoaugment_imagenet()
     _, ops = _draw_through(t)
@@ -155,16 +155,16 @@ def test_pipeline_on_real_photos(foolbox_images: list[Path], tmp_path: Path) -> 
 
 def test_same_generator_same_output_and_errors(tmp_path: Path) -> None:
     x = _images(8)
-    a = PolicyTransform("randaugment", generator=torch.Generator().manual_seed(5))(x)
-    b = PolicyTransform("randaugment", generator=torch.Generator().manual_seed(5))(x)
+    a = PolicyTransform("randaugment-n2-m9", generator=torch.Generator().manual_seed(5))(x)
+    b = PolicyTransform("randaugment-n2-m9", generator=torch.Generator().manual_seed(5))(x)
     assert torch.equal(a, b)
-    t = PolicyTransform("autoaugment_imagenet")
+    t = PolicyTransform("autoaugment-imagenet")
     with pytest.raises(TypeError, match="ToDtype"):
         t(x.float() / 255)
     with pytest.raises(TypeError, match="classification samples"):
         t(tv_tensors.Image(x[0]), tv_tensors.BoundingBoxes([[0, 0, 4, 4]], format="XYXY", canvas_size=(12, 12)))
     with pytest.raises(ValueError, match="must end in .json"):
-        export_policy("autoaugment_imagenet", tmp_path / "p.txt")
+        export_policy("autoaugment-imagenet", tmp_path / "p.txt")
     with pytest.raises(ValueError, match="holds no policy"):
         export_policy(tmp_path, tmp_path / "p.json")
     assert isinstance(t.policy, Policy)

@@ -137,7 +137,7 @@ OUT_OF_RANGE: dict[str, tuple[object, object]] = {
     "data.image_size": (0, 1), "data.val_resize": (0, 32), "data.crop_scale": ([0.0, 1.0], [1.0, 1.0]),
     "data.color_jitter": (-0.1, 0), "data.mean": ([-1, 0, 0], [0, 255, 0]), "data.std": ([1, 0, 1], [1e-3, 1, 1]),
     "data.batch_size": (0, 1), "data.workers": (0, 1), "data.read_ahead": (-1, 0), "data.seed": (-1, 0),
-    "augment.copies": (0, 1), "augment.randaugment_n": (0, 1), "augment.randaugment_m": (10, 9),
+    "augment.copies": (0, 1),
     "train.epochs": (0, 1), "train.lr": (0, 1e-6), "train.lr_ref_batch": (0, 1), "train.warmup_epochs": (-1, 0),
     "train.momentum": (1.0, 0.99), "train.weight_decay": (-1e-4, 0), "train.label_smoothing": (1.0, 0),
     "train.seed": (-1, 0), "train.steps_per_epoch": (-1, 0), "train.log_interval": (0, 1),

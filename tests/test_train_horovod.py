@@ -49,7 +49,7 @@ class Crash(TrainHooks):
         if self.n == crash_at:
             os._exit(17)  # a hard kill on every rank: no cleanup, no final checkpoint
 
-r = train(cfg, out, [load_policy(cfg.augment.policy, cfg.augment)] * cfg.augment.copies,
+r = train(cfg, out, [load_policy(cfg.augment.policy)] * cfg.augment.copies,
           epochs=int(os.environ["EPOCHS"]), dist=d, hooks=Crash())
 sd = r.model.state_dict()
 ck = [float(v.double().sum()) for v in sd.values()]
@@ -120,7 +120,7 @@ def test_enlarged_batch_m4_real_loader(tmp_path: Path, demo_data: Path) -> None:
         def on_step(self, per_sample_loss: torch.Tensor, batch: Any) -> None:
             seen.append((per_sample_loss.numel(), batch.copy_ids.clone(), batch.labels.clone()))
 
-    pol = load_policy("uniform", cfg.augment)
+    pol = load_policy("uniform")
     r = train(cfg, tmp_path, [pol] * 4, epochs=1, hooks=Spy(), dist=SingleDist())
     assert [s[0] for s in seen] == [8 * 4, 8 * 4]
     assert seen[0][1].tolist() == [0, 1, 2, 3] * 8

@@ -13,11 +13,12 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from hpcaug._atomic import atomic_write_text
+from hpcaug.policy_names import FAMILIES, MAGNITUDE_BINS, is_policy_file, parse_policy_name
 
 from .spaces import AWS_SPACE, Space
 from .table import IDENTITY, NUM_BINS, OPS, get_op
@@ -520,30 +521,31 @@ def policy_from_json(text: str) -> Policy:
 
 Policy.from_json = staticmethod(policy_from_json)  # type: ignore[attr-defined]
 
-POLICY_NAMES = ("none", "uniform", "autoaugment_imagenet", "randaugment", "trivialaugment")
+# The policy a name of hpcaug.policy_names stands for: one builder per family, called with the
+# name's parameters (randaugment-n2-m9 -> RandAugment(n=2, m=9)).
+_BUILDERS: dict[str, Callable[..., Policy]] = {
+    "none": NoPolicy,
+    "uniform": AWSPolicy.uniform,
+    "trivialaugment": TrivialAugment,
+    "autoaugment-imagenet": SubPolicyPolicy.autoaugment_imagenet,
+    "randaugment": RandAugment,
+}
+if set(_BUILDERS) != set(FAMILIES) or MAGNITUDE_BINS != NUM_BINS:  # the name grammar is checked without torch
+    raise RuntimeError(f"hpcaug.policy_names is out of step with hpcaug.ops.policy: families {sorted(FAMILIES)} vs "
+                       f"builders {sorted(_BUILDERS)}, MAGNITUDE_BINS {MAGNITUDE_BINS} vs NUM_BINS {NUM_BINS}")
 
 
-def load_policy(spec: str, augment_cfg: Any = None) -> Policy:
-    """A config name (POLICY_NAMES) or a path to a policy .json -> Policy.
+def load_policy(spec: str | os.PathLike[str]) -> Policy:
+    """A policy name or a policy .json file -> Policy.
 
-    `augment_cfg` (hpcaug.config.AugmentConfig) supplies randaugment_n / randaugment_m.
+    Names (hpcaug.policy_names, parsed strictly): none | uniform | trivialaugment |
+    autoaugment-imagenet | randaugment-n<N>-m<M>; a ValueError names what is accepted.
     """
-    if spec == "none":
-        return NoPolicy()
-    if spec == "uniform":
-        return AWSPolicy.uniform()
-    if spec == "autoaugment_imagenet":
-        return SubPolicyPolicy.autoaugment_imagenet()
-    if spec == "randaugment":
-        n = getattr(augment_cfg, "randaugment_n", 2)
-        m = getattr(augment_cfg, "randaugment_m", 9)
-        return RandAugment(n, m)
-    if spec == "trivialaugment":
-        return TrivialAugment()
-    if isinstance(spec, (str, os.PathLike)) and str(spec).endswith(".json"):
+    spec = os.fspath(spec)
+    if is_policy_file(spec):
         p = Path(spec)
         if not p.is_file():
             raise ValueError(f"policy file {str(p)!r} not found")
         return policy_from_json(p.read_text())
-    raise ValueError(f"unknown policy {spec!r}: use one of {POLICY_NAMES} or a path to a policy .json file")
-
+    name = parse_policy_name(spec)
+    return _BUILDERS[name.family](**name.kwargs)

@@ -40,7 +40,7 @@ PolicyLike = Policy | str | os.PathLike
 _UNSUPPORTED = tuple(getattr(tv_tensors, n) for n in ("BoundingBoxes", "Mask", "KeyPoints") if hasattr(tv_tensors, n))
 
 
-def policy_of(source: PolicyLike, augment_cfg: Any = None) -> Policy:
+def policy_of(source: PolicyLike) -> Policy:
     """A Policy from a Policy, a policy name / .json file (`load_policy`), or an hpcaug run dir.
 
     Run dirs: an AWS search gives its `policy.json` (written by every update) or, before the
@@ -56,7 +56,7 @@ def policy_of(source: PolicyLike, augment_cfg: Any = None) -> Policy:
     p = Path(source)
     if p.is_dir():
         return _policy_from_run_dir(p)
-    return load_policy(str(source), augment_cfg)
+    return load_policy(str(source))
 
 
 def _policy_from_run_dir(root: Path) -> Policy:
@@ -80,7 +80,7 @@ def _policy_from_run_dir(root: Path) -> Policy:
             return SubPolicyPolicy(subs)
     raise ValueError(f"{root} holds no policy: not an hpcaug run dir, or the run has not written one yet "
                      "(an AWS search needs rounds/0/theta.pt, an AdvAA run one finished epoch). Pass a run dir, "
-                     "a policy .json file or a policy name such as 'autoaugment_imagenet'")
+                     "a policy .json file or a policy name such as 'autoaugment-imagenet'")
 
 
 def _union(policies: Sequence[Policy]) -> Policy:
@@ -92,13 +92,13 @@ def _union(policies: Sequence[Policy]) -> Policy:
     return SubPolicyPolicy(subs)
 
 
-def export_policy(source: PolicyLike, path: str | os.PathLike, augment_cfg: Any = None) -> Path:
+def export_policy(source: PolicyLike, path: str | os.PathLike) -> Path:
     """Write the schema-versioned policy JSON (the ops module's form) of `source` to `path`.
 
     `source`: a Policy, a run dir (see `policy_of`), a policy .json or a policy name. The file
     loads back with `hpcaug.ops.load_policy(path)` or `PolicyTransform(path)`.
     """
-    policy = policy_of(source, augment_cfg)
+    policy = policy_of(source)
     out = Path(path)
     if out.suffix != ".json":
         raise ValueError(f"export path {str(out)!r} must end in .json (load_policy recognises policy files by it)")
@@ -110,17 +110,16 @@ def export_policy(source: PolicyLike, path: str | os.PathLike, augment_cfg: Any 
 class PolicyTransform(Transform):
     """Augment uint8 images with an hpcaug policy, one draw per image, in a torchvision-v2 pipeline.
 
-    policy: a Policy, a policy name ('autoaugment_imagenet', 'randaugment', ...), a policy
+    policy: a Policy, a policy name ('autoaugment-imagenet', 'randaugment-n2-m9', ...), a policy
     .json file or an hpcaug run dir. `last_sampled` holds the program of the latest call
     (op_ids, params and the policy's `choice` per image), for inspection and tests.
     """
 
     _transformed_types = (tv_tensors.Image, PIL.Image.Image, torch.Tensor)
 
-    def __init__(self, policy: PolicyLike, *, generator: torch.Generator | None = None,
-                 augment_cfg: Any = None) -> None:
+    def __init__(self, policy: PolicyLike, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.policy: Policy = policy_of(policy, augment_cfg)
+        self.policy: Policy = policy_of(policy)
         self.generator = generator
         self.last_sampled: Sampled | None = None
 

@@ -16,13 +16,16 @@ import sys
 from typing import Optional, Sequence
 
 from hpcaug.config import load_config
+from hpcaug.policy_names import policy_arg
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hpcaug.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="YAML config (configs/*.yaml)")
     ap.add_argument("--out", required=True, help="output dir: checkpoint.pt, metrics.jsonl, tb/")
-    ap.add_argument("--policy", default=None, help="policy name or JSON file (default: augment.policy)")
+    ap.add_argument("--policy", default=None, type=policy_arg,
+                    help="a policy name (randaugment-n2-m9, ...: docs/config.md) or a policy .json file "
+                         "(default: augment.policy)")
     ap.add_argument("--epochs", type=int, default=None, help="default: train.epochs")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=0.2")
     args = ap.parse_args(argv)

@@ -35,7 +35,7 @@ def run_train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policy_spec:
               epochs: Optional[int] = None, dist: Optional[Dist] = None) -> TrainResult:
     """Train `cfg.train.model` from scratch with one policy into `out_dir` (resumes if it can).
 
-    policy_spec: a policy name (config.POLICY_NAMES) or a policy JSON file (e.g. R/policy.json
+    policy_spec: a policy name (hpcaug.policy_names) or a policy JSON file (e.g. R/policy.json
     of a search); None = `cfg.augment.policy`. Each of the M = augment.copies copies of an
     image is augmented independently by that policy. epochs: default train.epochs.
     Every rank of a multi-rank launch calls this; rank 0 writes out_dir/train.json at the end.
@@ -45,7 +45,7 @@ def run_train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policy_spec:
     spec = policy_spec or cfg.augment.policy
     if spec.endswith(".json") and not Path(spec).is_file():
         raise FileNotFoundError(f"policy file {spec!r} not found; pass a policy name or the policy.json a search wrote")
-    policy = load_policy(spec, cfg.augment)
+    policy = load_policy(spec)
     out = Path(out_dir)
     dist = dist or init_dist(cfg.dist)
     result = train(cfg, out, [policy] * cfg.augment.copies, epochs=cfg.train.epochs if epochs is None else epochs,
