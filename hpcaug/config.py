@@ -4,7 +4,8 @@ Every stage (shared, finetune, update, final, advaa), the CLI, submitit jobs and
 read the same `Config`. Values the papers lost in extraction are fields here, with the
 value we chose and where it comes from in the comment (README.md, Configs). Every value is
 checked when the config loads (each section's __post_init__: the range is in the message),
-so nothing is created or submitted with a bad one.
+so nothing is created or submitted with a bad one. docs/config.md lists every section and
+field with its default, range and meaning (tests/test_config_doc.py keeps it complete).
 """
 from __future__ import annotations
 
