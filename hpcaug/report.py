@@ -1,6 +1,6 @@
 """See a search: plots and a markdown summary of an hpcaug run dir (AWS or AdvAA), partial or finished.
 
-    python -m hpcaug.report RUN_DIR [--out DIR] [--top-k K]
+    python -m hpcaug.report RUN_DIR [--out DIR] [--top-k K] [--no-slurm]
 
 `write_report(run_dir)` is what a search calls at its end; it only reads the run dir (through
 hpcaug.search.runview, the one reader of the layout in docs/architecture.md section 5) and
@@ -31,7 +31,8 @@ import torch
 from hpcaug._atomic import atomic_write_bytes
 from hpcaug.search.jobs import stage_resources
 from hpcaug.search.operations import aws_probabilities, element_names, top_operations
-from hpcaug.search.rundir import format_duration
+from hpcaug.search.queue import Accounting, account
+from hpcaug.search.rundir import format_duration, format_ranges
 from hpcaug.search.runview import AdvAARun, AWSRun, read_run
 
 __all__ = ["write_report", "aws_stage_times", "StageTime", "main"]
@@ -61,12 +62,17 @@ def _gpus(config: dict[str, Any], stage: str) -> int:
     return nodes * per_node
 
 
-def aws_stage_times(run: AWSRun) -> list[StageTime]:
-    """Per-stage wall time: recorded wall_s where the stage writes one, else file timestamps."""
+def aws_stage_times(run: AWSRun, acct: Accounting | None = None) -> list[StageTime]:
+    """Per-stage wall time and GPU-hours. With `acct` (sacct's view of the recorded jobs): every
+    run of every job, a requeued job's earlier runs and failed or cancelled tasks included.
+    Without: what the stages recorded (wall_s; a requeued stage's covers its last run only) and
+    file timestamps for the update, which records none."""
+    if acct is not None:
+        return _sacct_stage_times(run, acct)
     out = []
     if run.shared is not None and "wall_s" in run.shared:
         out.append(StageTime("shared", 1, float(run.shared["wall_s"]), _gpus(run.config, "shared"), "recorded"))
-    walls = [float(v["wall_s"]) for r in run.rounds for v in r.results.values() if "wall_s" in v]
+    walls = [float(v["wall_s"]) for r in run.rounds for v in {**r.results, **r.late}.values() if "wall_s" in v]
     if walls:
         out.append(StageTime("finetune", len(walls), sum(walls), _gpus(run.config, "finetune"), "recorded"))
     upd = []
@@ -77,6 +83,21 @@ def aws_stage_times(run: AWSRun) -> list[StageTime]:
         out.append(StageTime("update", len(upd), sum(upd), _gpus(run.config, "update"), "file timestamps"))
     if run.final is not None and "wall_s" in run.final:
         out.append(StageTime("final", 1, float(run.final["wall_s"]), _gpus(run.config, "final"), "recorded"))
+    return out
+
+
+def _sacct_stage_times(run: AWSRun, acct: Accounting) -> list[StageTime]:
+    out = []
+    for stage in ("shared", "finetune", "update", "final"):
+        ids = [str(rec["job_id"]) for key, recs in run.jobs.items() if key.split("-")[0] == stage for rec in recs]
+        runs = [s for j in ids for s in acct.runs_of(j) if s.elapsed_s > 0]  # a task cancelled while pending never ran
+        if not runs:
+            continue
+        requeued = sum(s.state == "REQUEUED" for s in runs)
+        failed = sum(s.failed for s in runs)
+        notes = [f"{requeued} requeued" if requeued else "", f"{failed} failed or cancelled" if failed else ""]
+        out.append(StageTime(stage, len(runs), sum(s.elapsed_s for s in runs), _gpus(run.config, stage),
+                             "sacct, every run" + "".join(f", {n}" for n in notes if n)))
     return out
 
 
@@ -297,79 +318,99 @@ def _fmt_gh(h: float) -> str:
     return f"{h:.2f}" if h >= 0.01 or h == 0 else f"{h:.1e}"
 
 
-def _aws_summary(run: AWSRun, images: list[Path], top_k: int) -> str:
-    import numpy as np
+def _aws_summary(run: AWSRun, images: list[Path], top_k: int, acct: Accounting | None) -> str:
+    lines = [f"# Search report: {run.root.name} (AWS)", "", *_aws_state(run), ""]
+    lines += _aws_top(run, top_k) + _aws_rewards(run) + _aws_times(run, acct)
+    if images:
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images] + [""]
+    return "\n".join(lines)
 
-    from hpcaug.ops.spaces import AWS_SPACE
 
-    lines = [f"# Search report: {run.root.name} (AWS)", ""]
-    name = run.name
-    t = run.trajectories_per_round
-    done = run.rounds_done
+def _aws_state(run: AWSRun) -> list[str]:
+    t, done = run.trajectories_per_round, run.rounds_done
     state = "finished" if run.final is not None else ("search finished" if done >= run.planned_rounds > 0
                                                       else "in progress (partial run)")
-    lines += [f"- config: `{name}`, parametrisation `{run.parametrisation}`, {t} trajectories per round",
-              f"- state: {state}",
-              f"- shared stage: {'done' if run.shared is not None else 'not done'}",
-              f"- rounds updated: {done} of {run.planned_rounds}",
-              f"- final training: {'done' if run.final is not None else 'not done'}"]
-    cur = next((r for r in run.rounds if r.update is None), None)
-    if cur is not None and cur.index < run.planned_rounds:
+    lines = [f"- config: `{run.name}`, parametrisation `{run.parametrisation}`, {t} trajectories per round",
+             f"- state: {state}",
+             f"- shared stage: {'done' if run.shared is not None else 'not done'}",
+             f"- rounds updated: {done} of {run.planned_rounds}",
+             f"- final training: {'done' if run.final is not None else 'not done'}"]
+    cur = run.current
+    if cur is not None:
         lines.append(f"- round {cur.index}: {len(cur.results)} of {t} fine-tune results, not yet updated")
-    lines.append("")
+    for r in run.rounds:
+        if r.uncounted:
+            lines.append(f"- round {r.index}: LATE results of trajectories {format_ranges(list(r.uncounted))}: they "
+                         f"finished after the round's update and were not counted (kept in "
+                         f"{run.rd.late_dir(r.index).relative_to(run.root)}/)")
+    return lines
+
+
+def _aws_top(run: AWSRun, top_k: int) -> list[str]:
+    from hpcaug.ops.spaces import AWS_SPACE
+
     thetas = run.thetas()
-    if thetas:
-        r_last = thetas[-1][0]
-        lines += [f"## Top {top_k} operations (theta of round {r_last}, after {r_last} updates)", "",
-                  f"Uniform probability: 1/{AWS_SPACE.num_operations} = {1 / AWS_SPACE.num_operations:.5f}.", "",
-                  "| rank | operation | first element | second element | probability | x uniform |",
-                  "|---:|---:|---|---|---:|---:|"]
-        for i, op in enumerate(top_operations(thetas[-1][1], run.parametrisation, top_k), 1):
-            p = op.probability
-            lines.append(f"| {i} | {op.index} | {op.first} | {op.second} | {p:.5f} | {p * AWS_SPACE.num_operations:.2f} |")
-        marg = aws_probabilities(thetas[-1][1], run.parametrisation).sum(1)
-        names = element_names()
-        order = torch.argsort(marg, descending=True)[:5].tolist()
-        lines += ["", "First-element marginal, top 5: " + ", ".join(f"{names[i]} {float(marg[i]):.4f}" for i in order),
-                  ""]
+    if not thetas:
+        return []
+    r_last, theta = thetas[-1]
+    n = AWS_SPACE.num_operations
+    lines = [f"## Top {top_k} operations (theta of round {r_last}, after {r_last} updates)", "",
+             f"Uniform probability: 1/{n} = {1 / n:.5f}.", "",
+             "| rank | operation | first element | second element | probability | x uniform |",
+             "|---:|---:|---|---|---:|---:|"]
+    for i, op in enumerate(top_operations(theta, run.parametrisation, top_k), 1):
+        lines.append(f"| {i} | {op.index} | {op.first} | {op.second} | {op.probability:.5f} | {op.probability * n:.2f} |")
+    marg = aws_probabilities(theta, run.parametrisation).sum(1)
+    names = element_names()
+    order = torch.argsort(marg, descending=True)[:5].tolist()
+    return lines + ["", "First-element marginal, top 5: " + ", ".join(f"{names[i]} {float(marg[i]):.4f}" for i in order),
+                    ""]
+
+
+def _aws_rewards(run: AWSRun) -> list[str]:
+    import numpy as np
+
     rows = [r for r in run.rounds if r.rewards]
-    if rows:
-        lines += ["## Rewards per round", "",
-                  "| round | rewards | mean | std | min | max | baseline used | entropy after | KL | PPO epochs |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        shown = rows if len(rows) <= 30 else rows[:5] + rows[-25:]
-        for i, r in enumerate(shown):
-            if len(rows) > 30 and i == 5:
-                lines.append(f"| ... | {len(rows) - 30} rounds left out (all in rounds.csv) | | | | | | | | |")
-            v = np.array(r.rewards)
-            u = r.update or {}
-            lines.append(f"| {r.index} | {len(v)} | {v.mean():.4f} | {v.std():.4f} | {v.min():.4f} | {v.max():.4f} | "
-                         + (f"{u['baseline_used']:.4f} | {u['entropy']:.4f} | {u['kl']:.5f} | {u['ppo_epochs']} |"
-                            if u else "- | - | - | - (not updated yet) |"))
-        lines.append("")
-    times = aws_stage_times(run)
-    lines += ["## Wall time and GPU-hours", ""]
+    if not rows:
+        return []
+    lines = ["## Rewards per round", "",
+             "| round | rewards | mean | std | min | max | baseline used | entropy after | KL | PPO epochs |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    shown = rows if len(rows) <= 30 else rows[:5] + rows[-25:]
+    for i, r in enumerate(shown):
+        if len(rows) > 30 and i == 5:
+            lines.append(f"| ... | {len(rows) - 30} rounds left out (all in rounds.csv) | | | | | | | | |")
+        v = np.array(r.rewards)
+        u = r.update or {}
+        lines.append(f"| {r.index} | {len(v)} | {v.mean():.4f} | {v.std():.4f} | {v.min():.4f} | {v.max():.4f} | "
+                     + (f"{u['baseline_used']:.4f} | {u['entropy']:.4f} | {u['kl']:.5f} | {u['ppo_epochs']} |"
+                        if u else "- | - | - | - (not updated yet) |"))
+    return lines + [""]
+
+
+def _aws_times(run: AWSRun, acct: Accounting | None) -> list[str]:
+    times = aws_stage_times(run, acct)
+    lines = ["## Wall time and GPU-hours", ""]
     if times:
         lines += ["| stage | jobs | wall time (sum over jobs) | GPUs per job | GPU-hours | source |",
                   "|---|---:|---:|---:|---:|---|"]
         for s in times:
-            lines.append(f"| {s.stage} | {s.jobs} | {format_duration(s.wall_s)} | {s.gpus_per_job} | {_fmt_gh(s.gpu_hours)} | {s.source} |")
-        total = sum(s.gpu_hours for s in times)
-        lines += ["", f"Total: {_fmt_gh(total)} GPU-hours."]
+            lines.append(f"| {s.stage} | {s.jobs} | {format_duration(s.wall_s)} | {s.gpus_per_job} | "
+                         f"{_fmt_gh(s.gpu_hours)} | {s.source} |")
+        lines += ["", f"Total: {_fmt_gh(sum(s.gpu_hours for s in times))} GPU-hours."]
     durs = run.round_durations()
     if durs:
-        lines += ["", f"Mean round time: {format_duration(float(np.mean([d for _, d in durs])))} over {len(durs)} rounds "
-                  "(from file timestamps: previous update.json, or shared/done.json for round 0, to this "
-                  "round's update.json)."]
-    lines += ["", "GPU-hours = wall time x the GPUs the run's config gives one job of the stage "
-              "(cluster.nodes x cluster.gpus_per_node for shared/final, cluster.finetune_gpus for a "
-              "fine-tune, 0 for the CPU-only update). shared, finetune and final record their own wall_s; "
-              "the update does not, so its time is taken from file timestamps (its update.json minus the "
-              "round's last result file): timestamps are only as good as the file system's clock, and a "
-              "copied run dir loses them.", ""]
-    if images:
-        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images] + [""]
-    return "\n".join(lines)
+        mean = sum(d for _, d in durs) / len(durs)
+        lines += ["", f"Mean round time: {format_duration(mean)} over {len(durs)} rounds (from file timestamps: "
+                  "previous update.json, or shared/done.json for round 0, to this round's update.json)."]
+    src = ("From sacct: every run of every job the submitter recorded (jobs/), so a requeued job's earlier "
+           "runs and failed or cancelled tasks count too." if acct is not None else
+           "From the run dir (SLURM not asked): shared, finetune and final record their own wall_s, which "
+           "for a requeued job covers its last run only; the update records none, so its time is taken "
+           "from file timestamps (its update.json minus the round's last result file).")
+    return lines + ["", "GPU-hours = wall time x the GPUs the run's config gives one job of the stage "
+                    "(cluster.nodes x cluster.gpus_per_node for shared/final, cluster.finetune_gpus for a "
+                    f"fine-tune, 0 for the CPU-only update): what was allocated, not measured utilisation. {src}", ""]
 
 
 def _advaa_summary(run: AdvAARun, images: list[Path], top_k: int) -> str:
@@ -426,10 +467,11 @@ def _rounds_csv(run: AWSRun) -> str:
 
 
 def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
-                 top_k: int = 10, window: int = 5) -> Path:
+                 top_k: int = 10, window: int = 5, slurm: bool | None = None) -> Path:
     """Write report.md and the PNG plots of a run dir into `out` (default RUN_DIR/report); -> report.md.
 
     Works on partial runs (only what exists is plotted). window: epochs averaged in the AdvAA plots.
+    slurm: None = take GPU-hours from sacct when jobs were recorded and it answers, False = never.
     """
     run = read_run(run_dir)
     dest = Path(out) if out is not None else run.rd.report_dir
@@ -442,13 +484,25 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
             if p is not None:
                 images.append(p)
         atomic_write_bytes(dest / "rounds.csv", _rounds_csv(run).encode())
-        text = _aws_summary(run, images, top_k)
+        text = _aws_summary(run, images, top_k, _accounting(run, slurm))
     else:
         images = plot_advaa(run, dest, window)
         text = _advaa_summary(run, images, top_k)
     text += f"\n_Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `python -m hpcaug.report`._\n"
     atomic_write_bytes(dest / "report.md", text.encode())
     return dest / "report.md"
+
+
+def _accounting(run: AWSRun, slurm: bool | None) -> Accounting | None:
+    """sacct's view of the recorded jobs, or None (no jobs recorded, --no-slurm, or SLURM not reachable:
+    the report then says its times come from the run dir)."""
+    if slurm is False or not run.jobs:
+        return None
+    try:
+        return account(run.jobs)
+    except RuntimeError as e:
+        print(f"report: SLURM not reachable ({e}): wall times and GPU-hours from the run dir", file=sys.stderr)
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -458,9 +512,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="output directory (default RUN_DIR/report)")
     ap.add_argument("--top-k", type=int, default=10, help="operations listed in report.md")
     ap.add_argument("--window", type=int, default=5, help="AdvAA plots: epochs averaged (paper: 5)")
+    ap.add_argument("--no-slurm", action="store_true", help="do not ask sacct (wall times from the run dir)")
     args = ap.parse_args(argv)
     try:
-        path = write_report(args.run_dir, args.out, top_k=args.top_k, window=args.window)
+        path = write_report(args.run_dir, args.out, top_k=args.top_k, window=args.window,
+                            slurm=False if args.no_slurm else None)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,8 +6,13 @@
 answers, the sacct states (hpcaug.search.queue) of the job ids the submitter recorded in
 RUN_DIR/jobs/<key>/ (keys: shared, finetune-<r>, update-<r>, final, advaa). Without SLURM (inline / local
 executors, or a login node without sacct) it reports from the run dir alone and says so.
-The ETA is the mean time of the finished rounds (from file timestamps) times the rounds
-left; for AdvAA the mean recorded epoch time times the epochs left.
+Every submission of a step is read and reconciled with the run dir: a trajectory with a
+result is done whatever its tasks did, a job no line shows but still queued is listed, a
+result that came after its round's update is shown as LATE, and a run with nothing queued
+that is not finished is reported stopped, with the command that resumes it. The ETA is the
+median time of the finished rounds (from file timestamps; one round slowed by a requeue
+does not move it) times the rounds left; for AdvAA the mean recorded epoch time times the
+epochs left.
 """
 from __future__ import annotations
 
@@ -17,18 +22,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from hpcaug.search.queue import JobState, accounting_states
+from hpcaug.search.queue import Accounting, JobState, account
 from hpcaug.search.rundir import format_duration, format_ranges
 from hpcaug.search.runview import AdvAARun, AWSRun, RoundState, read_run
 
 __all__ = ["run_status", "main"]
-
-
-def _job_states(job_id: str, states: dict[str, JobState]) -> list[JobState]:
-    """The rows of one recorded job: the job itself, or all tasks of an array job."""
-    if job_id in states:
-        return [states[job_id]]
-    return sorted((s for k, s in states.items() if k.startswith(f"{job_id}_")), key=lambda s: s.task or 0)
 
 
 def _summarise(rows: list[JobState]) -> str:
@@ -38,124 +36,187 @@ def _summarise(rows: list[JobState]) -> str:
     return ", ".join(f"{n} {st}" if len(rows) > 1 else st for st, n in sorted(counts.items()))
 
 
-def _job_note(run: AWSRun | AdvAARun, key: str, states: dict[str, JobState] | None) -> str:
+def _note(job_id: str, acct: Accounting | None) -> str:
+    """'[job 812: 14 COMPLETED, 2 FAILED]' (with requeued runs counted), or '[job 812]' without sacct."""
+    if acct is None:
+        return f"[job {job_id}]"
+    rows = acct.rows(job_id)
+    if not rows:
+        return f"[job {job_id}: unknown to sacct]"
+    requeues = len(acct.runs_of(job_id)) - len(rows)
+    held = " (SLURM holds a requeued job about 2 min before it may start again)" if any(
+        s.state == "REQUEUED" for s in rows) else ""
+    return f"[job {job_id}: {_summarise(rows)}" + (f"; requeued {requeues}x" if requeues else "") + f"]{held}"
+
+
+def _job_note(run: AWSRun | AdvAARun, key: str, acct: Accounting | None) -> str:
     rec = run.latest_job(key)
     if rec is None:
         return ""
-    jid = str(rec["job_id"])
-    if states is None:
-        return f"  [job {jid}]"
-    rows = _job_states(jid, states)
-    return f"  [job {jid}: {_summarise(rows) if rows else 'unknown to sacct'}]"
+    why = f" (withdrawn by the submitter: {rec['withdrawn']})" if rec.get("withdrawn") else ""
+    return f"  {_note(str(rec['job_id']), acct)}{why}"
 
 
-def _query(run: AWSRun | AdvAARun, slurm: bool | None) -> tuple[dict[str, JobState] | None, str]:
-    """(states or None, a line saying where job states come from)."""
-    ids = [str(recs[-1]["job_id"]) for recs in run.jobs.values()]
+def _query(run: AWSRun | AdvAARun, slurm: bool | None) -> tuple[Accounting | None, str]:
+    """(sacct's view of every recorded submission or None, a line saying where job states come from)."""
+    n = sum(len(v) for v in run.jobs.values())
     if slurm is False:
         return None, "job states: not queried (--no-slurm)"
-    if not ids:
+    if not n:
         if slurm:
             raise RuntimeError(f"no SLURM job ids are recorded in {run.rd.jobs_dir}: the run was not submitted "
                                "to SLURM (inline or local executor)")
         return None, "job states: none recorded (inline or local executor): from the run dir only"
     try:
-        return accounting_states(ids), f"job states: sacct ({len(ids)} recorded job(s))"
+        return account(run.jobs), f"job states: sacct ({n} recorded submission(s))"
     except RuntimeError as e:
         if slurm:
             raise RuntimeError(f"SLURM is not reachable: {e}") from None
         return None, f"job states: SLURM not reachable ({e}): from the run dir only"
 
 
-def _finetune_failures(run: AWSRun, r: int, states: dict[str, JobState] | None) -> tuple[list[int], list[int]]:
-    """(trajectories whose task failed, trajectories whose task runs) of round r, from sacct."""
-    rec = run.latest_job(f"finetune-{r}")
-    if rec is None or states is None:
-        return [], []
-    trajs = list(rec.get("trajectories") or [])
-    failed, running = [], []
-    for s in _job_states(str(rec["job_id"]), states):
-        k = s.task
-        if k is None or k >= len(trajs):
-            continue
-        if s.failed:
-            failed.append(int(trajs[k]))
-        elif s.state == "RUNNING":
-            running.append(int(trajs[k]))
-    return failed, running
+def _task_states(run: AWSRun, r: int, acct: Accounting) -> dict[int, JobState]:
+    """Round r's trajectories -> the state of the task that last tried each one, over every
+    submission of finetune-r (a resubmitted trajectory has its newest task's state)."""
+    out: dict[int, JobState] = {}
+    for rec in run.jobs.get(f"finetune-{r}", []):
+        if rec.get("withdrawn"):
+            continue  # cancelled by the submitter before it ran (its round's update had started)
+        trajs = list(rec.get("trajectories") or [])
+        for s in acct.rows(str(rec["job_id"])):
+            if s.task is not None and s.task < len(trajs):
+                out[int(trajs[s.task])] = s
+    return out
 
 
-def _round_line(run: AWSRun, st: RoundState) -> str:
+def _round_line(run: AWSRun, st: RoundState) -> list[str]:
     u = st.update or {}
     lost = u.get("missing") or []
     mean = sum(st.rewards) / len(st.rewards) if st.rewards else float("nan")
     line = (f"  round {st.index}: updated, {len(st.rewards)}/{run.trajectories_per_round} rewards, mean {mean:.4f}, "
             f"baseline {u.get('baseline', float('nan')):.4f}, entropy {u.get('entropy', float('nan')):.3f}")
+    late = st.uncounted
     if lost:
-        line += f"; lost trajectories {format_ranges(lost)} (failed or killed, updated without them)"
-    return line
+        gone = [t for t in lost if t not in late]
+        line += f"; lost trajectories {format_ranges(lost)}" + (" (failed or killed, updated without them)" if gone
+                                                              else " (updated without them)")
+    out = [line]
+    if late:
+        out.append(f"    LATE results: trajectories {format_ranges(list(late))} finished after the update: kept in "
+                   f"{run.rd.late_dir(st.index)}, not counted")
+    return out
 
 
-def _aws_status(run: AWSRun, states: dict[str, JobState] | None, now: float) -> list[str]:
-    t = run.trajectories_per_round
-    quorum = run.quorum
-    lines = [f"shared: {'done' if run.shared is not None else run.stage_started('shared')}"
-             + (f" (wall {format_duration(float(run.shared['wall_s']))})" if run.shared and "wall_s" in run.shared else "")
-             + _job_note(run, "shared", states)]
-    done = run.rounds_done
-    lines.append(f"rounds: {done} of {run.planned_rounds} updated")
-    updated = [r for r in run.rounds if r.update is not None]
-    if len(updated) > 6:
-        lost = sum(len((r.update or {}).get("missing") or []) for r in updated[:-3])
-        lines.append(f"  rounds {updated[0].index}-{updated[-4].index}: updated"
-                     + (f", {lost} trajectories lost in all" if lost else "") + " (see `python -m hpcaug.report`)")
-        updated = updated[-3:]
-    lines += [_round_line(run, r) for r in updated]
-    cur = next((r for r in run.rounds if r.update is None), None)
-    if cur is not None and done < run.planned_rounds:
-        ids = range(cur.index * t, (cur.index + 1) * t)
-        missing = [i for i in ids if i not in cur.results]
-        failed, running = _finetune_failures(run, cur.index, states)
-        state = "waiting for the update" if not missing else ("running" if cur.results or running else "started")
-        lines.append(f"  round {cur.index}: {state}: {len(cur.results)}/{t} results (the update needs {quorum})"
-                     + (f"; missing {format_ranges(missing)}" if missing else "") + _job_note(run, f"finetune-{cur.index}", states))
-        if failed:
-            can = len(cur.results) + len([m for m in missing if m not in failed])
-            lines.append(f"    FAILED tasks: trajectories {format_ranges(failed)}"
-                         + ("" if can >= quorum else f"; the quorum ({quorum}) can no longer be met: resubmit with "
-                            f"`python -m hpcaug.submit --stage finetune --round {cur.index} --config ...`"))
-        if running:
-            lines.append(f"    running: trajectories {format_ranges(running)}")
-        note = _job_note(run, f"update-{cur.index}", states)
-        if note:
-            lines.append(f"    update {cur.index}:{note.strip()}")
-    lines.append("final: " + ("done" if run.final is not None else run.stage_started("final"))
-                 + (f" (wall {format_duration(float(run.final['wall_s']))})" if run.final and "wall_s" in run.final else "")
-                 + _job_note(run, "final", states))
-    lines.append(_aws_eta(run, cur, now))
+def _current_round(run: AWSRun, cur: RoundState, acct: Accounting | None, stopped: bool) -> list[str]:
+    """The round being searched: results so far, which trajectories are missing and why (sacct)."""
+    t, quorum, r = run.trajectories_per_round, run.quorum, cur.index
+    missing = [i for i in run.round_trajectories(r) if i not in cur.results]
+    tasks = _task_states(run, r, acct) if acct is not None else {}
+    by = {kind: [m for m in missing if m in tasks and getattr(tasks[m], kind)] for kind in ("failed", "running", "waiting")}
+    state = ("stopped" if stopped else "waiting for the update" if not missing
+             else "running" if cur.results or by["running"] else "started")
+    lines = [f"  round {r}: {state}: {len(cur.results)}/{t} results (the update needs {quorum})"
+             + (f"; missing {format_ranges(missing)}" if missing else "") + _job_note(run, f"finetune-{r}", acct)]
+    if by["failed"]:
+        can = len(cur.results) + len([m for m in missing if m not in by["failed"]])
+        lines.append(f"    FAILED tasks: trajectories {format_ranges(by['failed'])}"
+                     + ("" if can >= quorum else f"; the quorum ({quorum}) can no longer be met: resubmit with "
+                        f"`python -m hpcaug.submit --stage finetune --round {r} --config {run.rd.config_path}`"))
+    for kind, word in (("running", "running"), ("waiting", "queued")):
+        if by[kind]:
+            lines.append(f"    {word}: trajectories {format_ranges(by[kind])}")
+    note = _job_note(run, f"update-{r}", acct)
+    if note:
+        lines.append(f"    update {r}: {note.strip()}")
     return lines
 
 
-def _aws_eta(run: AWSRun, cur: RoundState | None, now: float) -> str:
+def _stage_line(run: AWSRun, which: str, acct: Accounting | None) -> str:
+    done = run.shared if which == "shared" else run.final
+    wall = f" (wall {format_duration(float(done['wall_s']))})" if done and "wall_s" in done else ""
+    return f"{which}: {'done' if done is not None else run.stage_started(which)}{wall}{_job_note(run, which, acct)}"
+
+
+def _shown_jobs(run: AWSRun, cur: RoundState | None) -> set[str]:
+    keys = ["shared", "final"] + ([f"finetune-{cur.index}", f"update-{cur.index}"] if cur is not None else [])
+    return {str(rec["job_id"]) for k in keys if (rec := run.latest_job(k))}
+
+
+def _other_alive(run: AWSRun, cur: RoundState | None, acct: Accounting) -> list[str]:
+    """Submissions still queued or running that the lines above do not show (an earlier
+    submission of a step, a fine-tune of a round already updated, a duplicate update)."""
+    shown, out = _shown_jobs(run, cur), []
+    for key, recs in run.jobs.items():
+        for rec in recs:
+            jid = str(rec["job_id"])
+            rows = [s for s in acct.rows(jid) if s.alive]
+            if jid in shown or not rows:
+                continue
+            latest = rec is recs[-1]
+            out.append(f"  also in the queue: job {jid} ({key}{'' if latest else ', an earlier submission'}): "
+                       f"{_summarise(rows)}")
+    return out
+
+
+def _is_stopped(run: AWSRun, acct: Accounting | None) -> bool:
+    """Nothing of the run is queued or running (sacct knows every recorded job) and it is not finished."""
+    if acct is None or not run.jobs or run.final is not None:
+        return False
+    ids = [str(r["job_id"]) for recs in run.jobs.values() for r in recs]
+    return all(acct.knows(j) for j in ids) and not any(s.alive for j in ids for s in acct.rows(j))
+
+
+def _aws_status(run: AWSRun, acct: Accounting | None, now: float) -> list[str]:
+    lines = [_stage_line(run, "shared", acct), f"rounds: {run.rounds_done} of {run.planned_rounds} updated"]
+    updated = [r for r in run.rounds if r.update is not None]
+    if len(updated) > 6:
+        lost = sum(len((r.update or {}).get("missing") or []) for r in updated[:-3])
+        late = sum(len(r.uncounted) for r in updated[:-3])
+        lines.append(f"  rounds {updated[0].index}-{updated[-4].index}: updated"
+                     + (f", {lost} trajectories lost in all" if lost else "")
+                     + (f", {late} LATE results (not counted)" if late else "") + " (see `python -m hpcaug.report`)")
+        updated = updated[-3:]
+    for r in updated:
+        lines += _round_line(run, r)
+    cur = run.current
+    stopped = _is_stopped(run, acct)
+    if cur is not None:
+        lines += _current_round(run, cur, acct, stopped)
+    lines.append(_stage_line(run, "final", acct))
+    if acct is not None:
+        lines += _other_alive(run, cur, acct)
+    if stopped:
+        lines.append(f"stopped: no job of this run is queued or running and the "
+                     f"{'search' if cur is not None else 'final training'} is not finished: rerun "
+                     f"`python -m hpcaug.submit --stage search --config {run.rd.config_path}` to resume")
+    lines.append(_aws_eta(run, cur, now, stopped))
+    return lines
+
+
+def _aws_eta(run: AWSRun, cur: RoundState | None, now: float, stopped: bool) -> str:
     left = run.planned_rounds - run.rounds_done
     if left <= 0:
         return "ETA: the search is done" + ("" if run.final is not None else " (the final training is not)")
-    durs = [d for _, d in run.round_durations()]
+    if stopped:
+        return f"ETA: none while stopped ({left} round{'s' if left != 1 else ''} left)"
+    durs = sorted(d for _, d in run.round_durations())
     if not durs:
         return f"ETA: unknown until a round has finished ({left} rounds left)"
-    mean = sum(durs) / len(durs)
+    # the median: one round slowed by a requeue (SLURM holds a requeued job ~2 min) does not move it
+    typical = durs[len(durs) // 2] if len(durs) % 2 else (durs[len(durs) // 2 - 1] + durs[len(durs) // 2]) / 2
     started = run.round_start(cur.index) if cur is not None else None
     into = max(0.0, now - started) if started else 0.0
-    eta = max(0.0, mean * left - min(into, mean))
+    eta = max(0.0, typical * left - min(into, typical))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now + eta))
-    return (f"ETA: {left} round{'s' if left != 1 else ''} left x mean round time {format_duration(mean)} (file timestamps, {len(durs)} rounds) "
-            f"= about {format_duration(eta)} more, around {when}; then the final training")
+    return (f"ETA: {left} round{'s' if left != 1 else ''} left x median round time {format_duration(typical)} "
+            f"(file timestamps, {len(durs)} rounds) = about {format_duration(eta)} more, around {when}; then the "
+            "final training")
 
 
-def _advaa_status(run: AdvAARun, states: dict[str, JobState] | None, now: float) -> list[str]:
+def _advaa_status(run: AdvAARun, acct: Accounting | None, now: float) -> list[str]:
     n, total = len(run.records), run.planned_epochs
     state = "done" if total and n >= total else ("running or stopped" if n else run.stage_started())
-    lines = [f"advaa: {n} of {total} epochs recorded: {state}" + _job_note(run, "advaa", states)]
+    lines = [f"advaa: {n} of {total} epochs recorded: {state}" + _job_note(run, "advaa", acct)]
     if run.records:
         last = run.records[-1]
         losses = last["mean_loss"]
@@ -175,14 +236,14 @@ def run_status(run_dir: str | Path, *, slurm: bool | None = None, now: float | N
     """A few lines on where the run stands. slurm: None = ask sacct if reachable, False = never, True = must."""
     run = read_run(run_dir)
     now = time.time() if now is None else now
-    states, source = _query(run, slurm)
+    acct, source = _query(run, slurm)
     if isinstance(run, AWSRun):
         head = (f"run dir {run.root} (AWS search `{run.name}`, {run.parametrisation}, "
                 f"{run.trajectories_per_round} trajectories per round)")
-        body = _aws_status(run, states, now)
+        body = _aws_status(run, acct, now)
     else:
         head = f"run dir {run.root} (Adversarial AutoAugment `{run.name}`)"
-        body = _advaa_status(run, states, now)
+        body = _advaa_status(run, acct, now)
     return "\n".join([head, *body, source])
 
 

@@ -92,10 +92,8 @@ def check_data(cfg: Config) -> None:
 def check_policy(spec: str, where: str) -> None:
     if spec.endswith(".json") and not Path(spec).is_file():
         raise ValueError(f"{where}: policy file {spec!r} not found")
-    try:
-        from hpcaug.ops.policy import load_policy
-    except ImportError:  # the ops module is not installed: only the file check is possible
-        return
+    from hpcaug.ops.policy import load_policy  # imports torch: only when a policy is checked
+
     try:
         load_policy(spec)
     except (ValueError, KeyError) as e:
@@ -132,18 +130,19 @@ def _progress_printer(rd: RunDir) -> Callable[..., None]:
         events = []
         if run.shared is not None:
             events.append(("shared", "shared weights trained"))
-        for st in run.rounds:
-            n, rounds = len(st.results), run.planned_rounds
-            nxt = run.round(st.index + 1).theta if st.update is not None else None
+        for st in run.rounds:  # rounds counted from 0, as --round R and rounds/<r>/
+            r, n = st.index, len(st.results)
+            nxt = run.round(r + 1).theta if st.update is not None else None
             if st.update is not None and nxt is not None:
                 u, top = st.update, top_operations(nxt, run.parametrisation, 1)[0]
-                events.append((f"u{st.index}", f"round {st.index + 1}/{rounds}: {len(u['rewards'])} rewards, mean "
-                                               f"{u['mean_reward']:.4f} (best {max(u['rewards']):.4f}), baseline "
-                                               f"{u['baseline']:.4f}, entropy {u['entropy']:.3f}, top op {top.label} "
-                                               f"p={top.probability:.5f}"))
+                events.append((f"u{r}", f"round {r} updated ({r + 1} of {run.planned_rounds} rounds): "
+                                        f"{len(u['rewards'])} rewards, mean {u['mean_reward']:.4f} (best "
+                                        f"{max(u['rewards']):.4f}), baseline {u['baseline']:.4f}, entropy "
+                                        f"{u['entropy']:.3f}, top op {top.label} p={top.probability:.5f}"))
             elif n and st.update is None:
-                events.append((f"r{st.index}-{n}", f"round {st.index + 1}/{rounds}: {n}/{run.trajectories_per_round} "
-                                                   "fine-tunes done"))
+                events.append((f"r{r}-{n}", f"round {r}: {n}/{run.trajectories_per_round} fine-tunes done"))
+            events += [(f"late{t}", f"round {r}: trajectory {t}'s result came after the round's update: kept in "
+                                    f"{run.rd.late_path(r, t)}, not counted") for t in st.late]
         if run.final is not None:
             events.append(("final", "final training done"))
         for key, msg in events:

@@ -1,9 +1,11 @@
 """hpcaug.status on a partial AWS run (real stage functions, synthetic training) and with real sacct."""
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +42,69 @@ def test_status_of_a_partial_run(partial_run: Path) -> None:
     # ETA: 1 round left; `now` far after the round started -> nothing left of the current round
     eta = run_status(partial_run, slurm=False, now=rd.update_path(2).stat().st_mtime + 3600).splitlines()
     line = next(ln for ln in eta if ln.startswith("ETA:"))
-    assert line.startswith("ETA: 1 round left x mean round time") and "(file timestamps, 3 rounds)" in line
+    assert line.startswith("ETA: 1 round left x median round time") and "(file timestamps, 3 rounds)" in line
+
+
+def test_eta_does_not_jump_on_a_round_slowed_by_a_requeue(partial_run: Path) -> None:
+    """Rounds of 10 s, 10 s and 130 s (a task requeued: SLURM holds it ~2 min): the ETA comes from
+    the median round time (10 s), not the mean (50 s) the one slow round would drag up (issue 19.4)."""
+    from hpcaug.search.rundir import RunDir
+    from hpcaug.status import run_status
+
+    rd = RunDir(partial_run)
+    t0 = rd.shared_done.stat().st_mtime
+    for r, t in ((0, 10.0), (1, 20.0), (2, 150.0)):
+        os.utime(rd.update_path(r), (t0 + t, t0 + t))
+    text = run_status(partial_run, slurm=False, now=t0 + 151.0)
+    line = next(ln for ln in text.splitlines() if ln.startswith("ETA:"))
+    assert "median round time 10.0 s (file timestamps, 3 rounds) = about 9.0 s more" in line, line
+
+
+def test_late_result_is_kept_and_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round 0's update finishes while trajectory 3 still trains (a resubmitted task racing a queued
+    update, issue 19.1): the result goes to rounds/0/late/, never silently into results/ after the
+    update; status and report name it."""
+    import hpcaug.train.loop as loop
+    from hpcaug.report import write_report
+    from hpcaug.search import aws
+    from hpcaug.search.rundir import RunDir, read_json
+    from hpcaug.status import run_status
+
+    run = tmp_path / "run"
+    cfg = build_aws_run(run, monkeypatch, rounds_to_run=0, partial=3)  # round 0: 3 of 4 results, quorum 2
+    synthetic = loop.train
+
+    def train_while_the_update_runs(*args: Any, **kwargs: Any) -> Any:
+        res = synthetic(*args, **kwargs)
+        aws.run_update(cfg, run, 0)  # the round's update job ran meanwhile
+        return res
+
+    monkeypatch.setattr(loop, "train", train_while_the_update_runs)
+    result = aws.run_finetune(cfg, run, 3)
+    rd = RunDir(run)
+    assert not rd.has_result(0, 3) and rd.late_results(0) == {3: result}
+    assert read_json(rd.update_path(0))["trajectories"] == [0, 1, 2]
+    text = run_status(run, slurm=False)
+    assert f"LATE results: trajectories 3 finished after the update: kept in {rd.late_dir(0)}, not counted" in text
+    assert "LATE results of trajectories 3" in write_report(run, tmp_path / "rep").read_text()
+    # a fine-tune started after the update refuses, naming the next round (0-based, as --round)
+    with pytest.raises(RuntimeError, match=r"round 0 is already updated.*the next round is 1: `--stage finetune --round 1`"):
+        aws.run_finetune(cfg, run, 3)
+
+
+def test_slurm_output_parsing() -> None:
+    from hpcaug.search.queue import parse_elapsed, parse_sacct, parse_squeue
+
+    assert parse_elapsed("1-02:03:04") == ((26 * 60) + 3) * 60 + 4 and parse_elapsed("05:06") == 306
+    assert parse_elapsed("") == 0.0 and parse_elapsed("INVALID") == 0.0
+    acct = parse_sacct("12|COMPLETED|0:0|00:00:05|demo-shared\n13_[2-6:2%1]|PENDING|0:0|00:00:00|demo-finetune-0\n"
+                       "13_0|CANCELLED by 0|0:0|00:00:01|demo-finetune-0\n")
+    assert sorted(acct) == ["12", "13_0", "13_2", "13_4", "13_6"]
+    assert acct["13_0"].state == "CANCELLED" and acct["13_0"].failed and acct["13_4"].waiting
+    assert acct["12"].completed and acct["12"].elapsed_s == 5 and acct["13_6"].task == 6
+    q = parse_squeue("13_0|13|RUNNING|None|demo-finetune-0\n13_1|13|PENDING|Dependency|demo-finetune-0\n"
+                     "14|14|PENDING|JobHeldUser|demo-update-0\n")
+    assert q["13"].alive and q["13_1"].reason == "Dependency" and q["14"].waiting and q["14"].name == "demo-update-0"
 
 
 def test_status_without_slurm_and_cli(partial_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,8 +121,8 @@ def test_status_without_slurm_and_cli(partial_run: Path, capsys: pytest.CaptureF
 
 def test_status_with_sacct(partial_run: Path, slurm_cluster: object) -> None:
     """Job ids recorded by RunDir.record_job; states from the real cluster's sacct."""
-    from hpcaug.search.rundir import RunDir
     from hpcaug.search.queue import accounting_states
+    from hpcaug.search.rundir import RunDir, read_json, write_json
     from hpcaug.status import run_status
 
     c = slurm_cluster
@@ -82,7 +146,7 @@ def test_status_with_sacct(partial_run: Path, slurm_cluster: object) -> None:
         c.run("scancel", held, check=False)  # type: ignore[attr-defined]
     assert re.search(rf"shared: done.*\[job {shared}: COMPLETED\]", text)
     assert f"[job {held}: 2 PENDING]" in text, text
-    assert "job states: sacct (2 recorded job(s))" in text, text
+    assert "job states: sacct (2 recorded submission(s))" in text, text
 
     # task 1 (trajectory 15) fails: the status names it
     failing = sbatch("--array=0-1", "--wrap", 'test "$SLURM_ARRAY_TASK_ID" = 0')
@@ -91,6 +155,16 @@ def test_status_with_sacct(partial_run: Path, slurm_cluster: object) -> None:
     text = run_status(partial_run)
     assert f"[job {failing}: 1 COMPLETED, 1 FAILED]" in text
     assert "FAILED tasks: trajectories 15" in text
+    # every submission is kept: the first (cancelled) array is still recorded beside the second
+    assert [r["job_id"] for r in rd.job_records("finetune-3")] == [held, failing]
+    # trajectory 15 delivered after all (e.g. by a resubmission): a result file is never "failed"
+    write_json(rd.result_path(3, 15), read_json(rd.result_path(3, 13)))
+    text = run_status(partial_run)
+    assert "FAILED" not in text.replace(f"[job {failing}: 1 COMPLETED, 1 FAILED]", ""), text
+    # and nothing of the run is queued any more: the chain is stopped, the status says how to resume
+    assert "round 3: stopped: 3/4 results" in text and "ETA: none while stopped" in text, text
+    assert f"stopped: no job of this run is queued or running and the search is not finished: rerun " \
+           f"`python -m hpcaug.submit --stage search --config {rd.config_path}` to resume" in text, text
 
 
 def test_sacct_unreachable_is_reported(partial_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:

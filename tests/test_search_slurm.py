@@ -5,7 +5,9 @@ shared -> 2 rounds x 4 finetunes -> update -> final, once through `sbatch slurm/
 its quorum) and once through
 `python -m hpcaug.submit --stage search` (driver killed, part of the chain cancelled, resumed,
 driver killed again and re-attached), and once with `--no-wait` (submit, exit, the chain
-runs on without its driver).
+runs on without its driver). Then the faults of issue 19 (docs/search.md "Faults"): a
+trajectory resubmitted while its round's update is held, or while it runs; a chain cancelled
+whole; the shared stage requeued by hand.
 """
 from __future__ import annotations
 
@@ -192,3 +194,163 @@ def test_cli_no_wait_submits_and_exits(slurm_cluster: Any, data: Path, tmp_path:
     status = subprocess.run([sys.executable, "-m", "hpcaug.submit", "--stage", "status", "--config", CONFIG,
                              "--set", *sets], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and "rounds: 1 of 1 updated" in status.stdout, status.stdout + status.stderr
+
+
+def _cli(args: list[str], sets: list[str], config: str = CONFIG) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hpcaug.submit", *args, "--config", config, "--executor", "slurm",
+                           *(["--set", *sets] if sets else [])], cwd=REPO, capture_output=True, text=True, timeout=180)
+
+
+def _cancel_all(cluster: Any, run: Path) -> None:
+    from hpcaug.search.rundir import RunDir
+
+    ids = [r["job_id"] for recs in RunDir(run).all_job_records().values() for r in recs]
+    if ids:
+        cluster.run("scancel", *ids, check=False)
+
+
+def test_resubmitted_trajectory_is_counted_by_the_queued_update(slurm_cluster: Any, data: Path, tmp_path: Path) -> None:
+    """Round 0's update is held (queued) when `--stage search` runs again and resubmits the round's
+    missing trajectory: the held update is made to wait for the new array too, so the result is
+    counted, never late. Every submission stays recorded; status never calls a trajectory with a
+    result failed, though the task of the first array that had it was cancelled (issue 19.1, 19.3)."""
+    from hpcaug.search.rundir import RunDir
+    from hpcaug.status import run_status
+
+    run = tmp_path / "run"
+    sets = tiny_sets(data, run, rounds=1, trajectories=2) + ["aws.quorum=0.5"]
+    try:
+        first = _cli(["--stage", "search", "--no-wait"], sets)
+        assert first.returncode == 0, first.stdout + first.stderr
+        upd, arr = recorded(run, "update-0"), recorded(run, "finetune-0")
+        slurm_cluster.run("scontrol", "hold", upd)
+        slurm_cluster.run("scancel", f"{arr}_1")  # still pending behind shared: trajectory 1 never runs
+        wait_for(lambda: (run / "rounds/0/results/0.json").exists(), 300, "trajectory 0's result")
+        wait_for(lambda: not queued(slurm_cluster, [arr]), 120, "the first array to leave the queue")
+
+        second = _cli(["--stage", "search", "--no-wait"], sets)
+        log = second.stdout + second.stderr
+        assert second.returncode == 0, log
+        new = recorded(run, "finetune-0")
+        assert new != arr and f"finetune round 0: trajectories 1: submitted job {new}" in log, log
+        assert f"the round's queued update (job {upd}) now waits for it too" in log, log
+        assert f"afterany:{new}" in slurm_cluster.run("squeue", "-h", "-j", upd, "-o", "%E").stdout
+        slurm_cluster.run("scontrol", "release", upd)  # free to run now, yet it waits for the new array
+        wait_for(lambda: (run / "final/done.json").exists(), 300, "the final training")
+    finally:
+        _cancel_all(slurm_cluster, run)
+    u0 = json.loads((run / "rounds/0/update.json").read_text())
+    assert u0["trajectories"] == [0, 1] and u0["missing"] == [], u0
+    rd = RunDir(run)
+    assert rd.late_results(0) == {}
+    assert [r["job_id"] for r in rd.job_records("finetune-0")] == [arr, new]
+    text = run_status(run, slurm=True)
+    assert "rounds: 1 of 1 updated" in text and "FAILED" not in text and "LATE" not in text, text
+
+
+def test_finetune_not_submitted_while_its_update_runs(slurm_cluster: Any, data: Path, tmp_path: Path) -> None:
+    """Round 0's update job is already running when `--stage finetune --round 0` comes: the new
+    array would deliver after the update, so it is withdrawn before it runs (no wasted job, no
+    uncounted result); status shows the running update and an earlier update submission still
+    running (issue 19.1, 19.3). The update jobs are stand-ins under the update's job name."""
+    from hpcaug.config import load_config
+    from hpcaug.search import aws
+    from hpcaug.search.queue import accounting_states
+    from hpcaug.status import run_status
+
+    run = tmp_path / "run"
+    sets = tiny_sets(data, run, rounds=1, trajectories=2)
+    cfg = load_config(CONFIG, sets)
+    rd = aws.open_run(cfg)
+    name = f"{cfg.name}-update-0"
+
+    def sleeper() -> str:
+        out = slurm_cluster.run("sbatch", "--parsable", "-J", name, "-o", "/dev/null", "--wrap", "sleep 600").stdout
+        return out.strip().split(";")[0]
+
+    try:
+        stray = sleeper()  # an earlier submission of the update, still running
+        rd.record_job("update-0", stray, name=name, trajectories=[], dependency="")
+        upd = sleeper()
+        rd.record_job("update-0", upd, name=name, trajectories=[], dependency="")
+        slurm_cluster.wait_states([stray, upd], done={"RUNNING"}, timeout=120)
+        out = _cli(["--stage", "finetune", "--round", "0", "--no-wait"], sets)
+        log = out.stdout + out.stderr
+        assert out.returncode == 0, log
+        assert f"not submitted: update 0 (job {upd}) has already started" in log, log
+        (rec,) = rd.job_records("finetune-0")
+        assert "has already started" in rec["withdrawn"]
+        tasks = wait_for(lambda: accounting_states([rec["job_id"]]), 60, "sacct to know the withdrawn array")
+        assert sorted(tasks) == [f"{rec['job_id']}_0", f"{rec['job_id']}_1"], tasks
+        assert all(s.state == "CANCELLED" and s.elapsed_s == 0 for s in tasks.values()), tasks  # never ran
+        text = run_status(run, slurm=True)
+    finally:
+        _cancel_all(slurm_cluster, run)
+    assert f"update 0: [job {upd}: RUNNING]" in text, text
+    assert f"(withdrawn by the submitter: update 0 (job {upd}) has already started)" in text, text
+    assert f"also in the queue: job {stray} (update-0, an earlier submission): RUNNING" in text, text
+    assert "FAILED" not in text and "stopped" not in text, text
+
+
+def test_status_says_a_cancelled_chain_is_stopped(slurm_cluster: Any, data: Path, tmp_path: Path) -> None:
+    """Every job of the chain cancelled: status says the run is stopped and how to resume, with no
+    ETA; the command it prints resumes the run (issue 19.3)."""
+    from hpcaug.search.queue import accounting_states
+    from hpcaug.search.rundir import RunDir
+    from hpcaug.status import run_status
+
+    run = tmp_path / "run"
+    sets = tiny_sets(data, run, rounds=2, trajectories=2)
+    rd = RunDir(run)
+    try:
+        sub = _cli(["--stage", "search", "--no-wait"], sets)
+        assert sub.returncode == 0, sub.stdout + sub.stderr
+        ids = [r["job_id"] for recs in rd.all_job_records().values() for r in recs]
+        slurm_cluster.run("scancel", *ids)
+        wait_for(lambda: not queued(slurm_cluster, ids), 120, "the chain to leave the queue")
+        wait_for(lambda: all(s.state == "CANCELLED" for s in accounting_states(ids).values()), 60, "sacct")
+        text = run_status(run, slurm=True)
+        assert "round 0: stopped: 0/2 results" in text and "ETA: none while stopped (2 rounds left)" in text, text
+        hint = f"python -m hpcaug.submit --stage search --config {rd.config_path}"
+        assert f"stopped: no job of this run is queued or running and the search is not finished: rerun `{hint}`" \
+               f" to resume" in text, text
+        again = _cli(["--stage", "search", "--no-wait"], [], config=str(rd.config_path))
+        assert again.returncode == 0 and "submitted 6 job(s)" in again.stdout, again.stdout + again.stderr
+        assert "stopped" not in run_status(run, slurm=True)
+    finally:
+        _cancel_all(slurm_cluster, run)
+
+
+@pytest.mark.timeout(600)
+def test_requeued_shared_stage_counts_every_run(slurm_cluster: Any, data: Path, tmp_path: Path) -> None:
+    """The shared stage requeued by hand while it runs (SLURM holds it ~2 min, then it runs again):
+    its done.json's wall_s covers the last run only; the report's wall time and GPU-hours and the
+    status count both runs, from sacct (issue 19.4)."""
+    from hpcaug.report import aws_stage_times, write_report
+    from hpcaug.search.queue import account, accounting_runs
+    from hpcaug.search.runview import read_run
+    from hpcaug.status import run_status
+
+    run = tmp_path / "run"
+    sets = tiny_sets(data, run, rounds=1, trajectories=2)
+    try:
+        sub = _cli(["--stage", "shared", "--no-wait"], sets)
+        assert sub.returncode == 0, sub.stdout + sub.stderr
+        jid = recorded(run, "shared")
+        slurm_cluster.wait_states([jid], done={"RUNNING"}, timeout=120)
+        time.sleep(5)  # a first run of a few seconds
+        slurm_cluster.run("scontrol", "requeue", jid)
+        states = slurm_cluster.wait_states([jid], timeout=500)
+    finally:
+        _cancel_all(slurm_cluster, run)
+    assert states[jid] == "COMPLETED"
+    runs = accounting_runs([jid])
+    assert [s.state for s in runs] == ["REQUEUED", "COMPLETED"] and runs[0].elapsed_s > 0, runs
+    done = json.loads((run / "shared/done.json").read_text())
+    aws_run = read_run(run)
+    shared = {s.stage: s for s in aws_stage_times(aws_run, account(aws_run.jobs))}["shared"]
+    assert shared.jobs == 2 and shared.wall_s == sum(s.elapsed_s for s in runs) > float(done["wall_s"])
+    assert "1 requeued" in shared.source
+    md = write_report(run).read_text()
+    assert any(ln.startswith("| shared | 2 |") and "sacct, every run, 1 requeued" in ln for ln in md.splitlines()), md
+    assert f"[job {jid}: COMPLETED; requeued 1x]" in run_status(run, slurm=True)

@@ -52,6 +52,8 @@ def test_inline_search_then_single_stages(demo_data: Path, tmp_path: Path, capsy
     assert main(["--stage", "search", *base]) == 0
     out = capsys.readouterr().out
     assert "- shared" not in out and "finetune round 0" not in out and "- finetune round 1: trajectories 2-3" in out
+    # progress lines count rounds from 0, as --round R and rounds/<r>/ do (issue 19.5)
+    assert "round 1: 2/2 fine-tunes done" in out and "round 1 updated (2 of 2 rounds): 2 rewards" in out, out
     assert "Searched policy after 2 round(s)" in out and "uniform = 0.00077" in out
     assert f"report: {run}/report/report.md" in out and (run / "report/report.md").is_file()
     tops = [line for line in out.splitlines() if line.startswith("  0.0")]
@@ -66,6 +68,15 @@ def test_inline_search_then_single_stages(demo_data: Path, tmp_path: Path, capsy
     assert "rounds: 2 of 2 updated" in capsys.readouterr().out
     assert main(["--stage", "status"]) == 2  # neither --config nor --status
     assert "--status RUN_DIR" in capsys.readouterr().err
+    # a fine-tune of an updated round refuses, and names no round beyond the last (0-1 here)
+    from hpcaug.config import load_config
+    from hpcaug.search import aws
+
+    (run / "rounds/1/results/3.json").unlink()
+    cfg = load_config(REPO / "configs" / "demo.yaml", base[base.index("--set") + 1:])
+    with pytest.raises(RuntimeError, match=r"round 1 is already updated; trajectory 3 would not count: all 2 rounds "
+                                           r"\(0-1\) are updated: raise aws.rounds"):
+        aws.run_finetune(cfg, run, 3)
 
 
 def test_local_executor_search(demo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -13,21 +13,18 @@ and the submitter run without them.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import socket
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from hpcaug.config import Config
 from hpcaug.ops.policy import AWSOperationSet
-from hpcaug.search import ppo
-from hpcaug.search import rundir
+from hpcaug.search import ppo, rundir
 from hpcaug.search.rundir import RunDir, format_ranges, read_json, read_pt, write_json, write_pt
 
 log = logging.getLogger("hpcaug.search")
@@ -121,8 +118,10 @@ def reward_of(history: list[dict[str, Any]], top_k: int) -> float:
 def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int) -> dict[str, Any]:
     """One trajectory of the search: fine-tune the shared weights with p_theta of its round.
 
-    Writes only rounds/<r>/results/<traj>.json (atomically); the training dir's checkpoint is
-    deleted afterwards (hundreds of trajectories x a ResNet-50 checkpoint would fill the disk).
+    Writes only rounds/<r>/results/<traj>.json (atomically), or rounds/<r>/late/<traj>.json when
+    the round's update ran while it trained (RunDir.write_result: kept, shown, not counted); the
+    training dir's checkpoint is deleted afterwards (hundreds of trajectories x a ResNet-50
+    checkpoint would fill the disk).
     """
     from hpcaug.train.loop import train
 
@@ -133,8 +132,11 @@ def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int)
         log.info("finetune %d (round %d): already done", traj, r)
         return read_json(rd.result_path(r, traj))
     if rd.update_done(r):
-        raise RuntimeError(f"round {r} is already updated; trajectory {traj} would not count. "
-                           f"Submit trajectories of round {rd.rounds_done()} instead.")
+        nxt = rd.rounds_done()
+        hint = (f"all {cfg.aws.rounds} rounds (0-{cfg.aws.rounds - 1}) are updated: raise aws.rounds to search "
+                "further" if nxt >= cfg.aws.rounds else
+                f"the next round is {nxt}: `--stage finetune --round {nxt}`, or resume with `--stage search`")
+        raise RuntimeError(f"round {r} is already updated; trajectory {traj} would not count: {hint}")
     theta = rd.theta(r)  # read when the task starts: the theta of its round
     ck = shared_checkpoint(rd)
     dist = _dist(cfg)
@@ -156,7 +158,9 @@ def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int)
         "wall_s": time.time() - t0,
     }
     if dist.is_root:
-        write_json(rd.result_path(r, traj), result)
+        if not rd.write_result(r, traj, result):
+            log.warning("finetune %d: round %d was updated while it trained: result kept as late (%s), not "
+                        "counted", traj, r, rd.late_path(r, traj))
         ckp = Path(res.checkpoint)
         if ckp.exists() and rd.finetune_dir(r, traj) in ckp.parents:
             ckp.unlink()
@@ -165,18 +169,6 @@ def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int)
 
 
 # ---------------------------------------------------------------- update
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive flock: two update jobs of one round (a duplicate submission) run one at a time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def gather(cfg: Config, rd: RunDir, r: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
     """Round r's finished trajectories: (ids, weights [n, 1296], rewards [n]); only ids of round r.
     A row of weights is the trajectory's action for PPO (ppo.action_weights of aws.trajectory)."""
@@ -193,7 +185,7 @@ def run_update(cfg: Config, run_dir: str | os.PathLike[str] | None, r: int) -> d
     """PPO update of round r: writes theta and PPO state of round r+1, policy.json, then update.json."""
     rd = RunDir(run_dir or cfg.run_path)
     rd.check_exists()
-    with _lock(rd.update_lock_path(r)):
+    with rd.update_lock(r):
         if rd.update_done(r):
             log.info("update %d: already done", r)
             return read_json(rd.update_path(r))

@@ -252,8 +252,13 @@ class Submitted:
 
 
 def submit_slurm(cfg: Config, rd: RunDir, steps: Sequence[Step], throttle: int = 0) -> list[Submitted]:
-    """Submit all steps up front with dependencies; reuse a recorded job that is still queued."""
-    recorded = {s.key: rd.recorded_job(s.key) for s in steps}
+    """Submit all steps up front with dependencies; reuse a recorded job that is still queued.
+
+    A fine-tune array of a round whose update job is still queued from an earlier submission
+    (reused) is added to that update's dependencies, so the update counts it; if that update
+    has already started, the array is withdrawn: its results would come after the update."""
+    keys = [s.key for s in steps] + [f"update-{s.round}" for s in steps if s.kind == "finetune"]
+    recorded = {k: rd.recorded_job(k) for k in dict.fromkeys(keys)}
     still = queue.alive([r["job_id"] for r in recorded.values() if r],
                         {r["job_id"]: r.get("name") for r in recorded.values() if r})
     pending: dict[str, str] = {}  # step key -> job id, for steps submitted or still queued
@@ -266,11 +271,35 @@ def submit_slurm(cfg: Config, rd: RunDir, steps: Sequence[Step], throttle: int =
             out.append(Submitted(step, rec["job_id"], reused=True))
             continue
         deps = _dependencies(step, pending)
-        job_id = _submit_step(cfg, rd, step, deps, throttle)
-        log.info("%s: submitted job %s%s", step.describe(), job_id, f" ({', '.join(deps)})" if deps else "")
+        upd = recorded.get(f"update-{step.round}") if step.kind == "finetune" else None
+        if upd and upd["job_id"] in still:
+            job_id = _submit_before_update(cfg, rd, step, deps, throttle, upd["job_id"])
+            if job_id is None:
+                continue
+        else:
+            job_id = _submit_step(cfg, rd, step, deps, throttle)
+            log.info("%s: submitted job %s%s", step.describe(), job_id, f" ({', '.join(deps)})" if deps else "")
         pending[step.key] = job_id
         out.append(Submitted(step, job_id))
     return out
+
+
+def _submit_before_update(cfg: Config, rd: RunDir, step: Step, deps: list[str], throttle: int,
+                          update_job: str) -> str | None:
+    """Submit a fine-tune array held, make the round's queued update job wait for it too, then
+    release it; None (and the array withdrawn, never run) when the update has already started."""
+    job_id = _submit_step(cfg, rd, step, deps, throttle, hold=True)
+    if queue.add_dependency(update_job, f"afterany:{job_id}"):
+        queue.release([job_id])
+        log.info("%s: submitted job %s%s; the round's queued update (job %s) now waits for it too",
+                 step.describe(), job_id, f" ({', '.join(deps)})" if deps else "", update_job)
+        return job_id
+    queue.cancel([job_id])
+    why = f"update {step.round} (job {update_job}) has already started"
+    rd.withdraw_job(step.key, job_id, why)
+    log.warning("%s: not submitted: %s, their results would come after it and not count. Rerun this command "
+                "once it has ended (if it fails its quorum, the rerun resubmits them)", step.describe(), why)
+    return None
 
 
 def _dependencies(step: Step, pending: dict[str, str]) -> list[str]:

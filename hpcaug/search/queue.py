@@ -6,12 +6,12 @@
   submitter (reuse a queued job) and the follower use it.
 - `accounting_states(ids)`: sacct, every job's last state also after it left the queue
   (the status: which tasks failed, which completed).
-- `accounting_runs(ids)`: sacct --duplicates, every run of every job, a requeued job's
-  earlier runs included (GPU-hours count all of them).
+- `accounting_runs(ids)` / `account(records)`: sacct --duplicates, every run of every job, a
+  requeued job's earlier runs included (status and the report's GPU-hours count all of them).
 - `QueueWatcher`: one backed-off poller (as submitit's InfoWatcher): squeue at most every
   2 s at first, then less often the longer the chain runs (up to once a minute), so a
   search of hundreds of rounds does not load the controller.
-- `cancel(ids)`, `add_dependency(job, dep)`: the two changes the submitter makes to queued jobs.
+- `cancel`, `release`, `add_dependency(job, dep)`: the changes the submitter makes to queued jobs.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 log = logging.getLogger("hpcaug.search")
 
@@ -144,12 +144,12 @@ def alive(job_ids: Sequence[str], names: dict[str, str | None] | None = None) ->
 
 
 # ---------------------------------------------------------------- sacct: the accounting database
-_SACCT_FIELDS = "JobID,State,ExitCode,Elapsed"
+_SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,JobName"
 
 
 def parse_sacct(text: str) -> dict[str, JobState]:
-    """`sacct -n -P -X -o JobID,State,ExitCode,Elapsed` -> {job id: JobState}; a pending array
-    remainder ('123_[4-7%2]') becomes one entry per task."""
+    """`sacct -n -P -X -o JobID,State,ExitCode,Elapsed,JobName` -> {job id: JobState} (the last
+    row of each id); a pending array remainder ('123_[4-7%2]') becomes one entry per task."""
     return {s.job_id: s for s in _sacct_rows(text)}
 
 
@@ -162,7 +162,8 @@ def _sacct_rows(text: str) -> list[JobState]:
         state = (parts[1].split() or [""])[0]
         code = parts[2] if len(parts) > 2 else ""
         elapsed = parse_elapsed(parts[3]) if len(parts) > 3 else 0.0
-        rows += [JobState(j, state, exit_code=code, elapsed_s=elapsed) for j in _expand_array(parts[0])]
+        name = parts[4] if len(parts) > 4 else ""
+        rows += [JobState(j, state, name=name, exit_code=code, elapsed_s=elapsed) for j in _expand_array(parts[0])]
     return rows
 
 
@@ -187,15 +188,56 @@ def accounting_states(job_ids: Sequence[str], timeout: float = 15.0) -> dict[str
 
 
 def accounting_runs(job_ids: Sequence[str], timeout: float = 15.0) -> list[JobState]:
-    """Every run of the jobs (sacct --duplicates): a job requeued twice gives three rows, the
-    earlier ones in state REQUEUED (or PREEMPTED / NODE_FAIL) with their own elapsed time."""
+    """Every run of the jobs (sacct --duplicates), oldest first: a job requeued twice gives three
+    rows, the earlier ones in state REQUEUED (or PREEMPTED / NODE_FAIL) with their own elapsed time."""
     return _sacct_rows(_sacct(job_ids, ["-D"], timeout)) if job_ids else []
+
+
+@dataclass
+class Accounting:
+    """sacct's view of the jobs a run recorded: every run of every job and array task."""
+
+    runs: list[JobState]  # oldest first
+
+    @property
+    def states(self) -> dict[str, JobState]:
+        """The current (last) run of each job id / array task."""
+        return {s.job_id: s for s in self.runs}
+
+    def rows(self, job_id: str) -> list[JobState]:
+        """The current state of a job, or of each task of an array job, in task order."""
+        st = self.states
+        if job_id in st:
+            return [st[job_id]]
+        return sorted((s for s in st.values() if s.array_id == job_id and s.task is not None), key=lambda s: s.task or 0)
+
+    def runs_of(self, job_id: str) -> list[JobState]:
+        """Every run of a job or of its array tasks (requeued runs included)."""
+        return [s for s in self.runs if s.job_id == job_id or (s.array_id == job_id and s.task is not None)]
+
+    def knows(self, job_id: str) -> bool:
+        return bool(self.rows(job_id))
+
+
+def account(records: dict[str, list[dict[str, Any]]], timeout: float = 15.0) -> Accounting:
+    """sacct --duplicates for every recorded submission ({step key: [record]}; a record has
+    job_id and the job name it was submitted with). Rows of another job that has the same id
+    (a SLURM whose ids started again) are dropped by that name. RuntimeError if sacct fails."""
+    names = {str(r["job_id"]): r.get("name") for recs in records.values() for r in recs}
+    runs = accounting_runs(list(names), timeout)
+    return Accounting([s for s in runs if names.get(s.array_id) in (None, s.name)])
 
 
 # ---------------------------------------------------------------- changing queued jobs
 def cancel(job_ids: Sequence[str]) -> None:
     if job_ids:
         subprocess.run(["scancel", *job_ids], check=False, capture_output=True)
+
+
+def release(job_ids: Sequence[str]) -> None:
+    """Let held jobs (sbatch --hold) start."""
+    if job_ids:
+        subprocess.run(["scontrol", "release", ",".join(job_ids)], check=True, capture_output=True)
 
 
 def add_dependency(job_id: str, dependency: str) -> bool:
@@ -208,14 +250,19 @@ def add_dependency(job_id: str, dependency: str) -> bool:
     state, _, deps = proc.stdout.strip().partition("|")
     if proc.returncode != 0 or state not in WAITING_STATES:
         return False
-    keep = [d for d in re.split(r"[,?]", deps) if d and d != "(null)"]
-    keep = [re.sub(r"\((un)?fulfilled\)$", "", d) for d in keep]
-    new = ",".join([*keep, dependency])
-    upd = subprocess.run(["scontrol", "update", f"JobId={job_id}", f"Dependency={new}"], capture_output=True, text=True)
-    if upd.returncode != 0:
-        log.warning("could not add %s to job %s: %s", dependency, job_id, upd.stderr.strip())
-        return False
-    return True
+    keep = [re.sub(r"\((un)?fulfilled\)$", "", d) for d in deps.split(",") if d and d != "(null)"]
+    for _ in range(2):
+        new = ",".join([*keep, dependency])
+        upd = subprocess.run(["scontrol", "update", f"JobId={job_id}", f"Dependency={new}"], capture_output=True,
+                             text=True)
+        if upd.returncode == 0:
+            return True
+        # a kept dependency on a job the controller has forgotten (ended long ago) is refused: keep
+        # only those on jobs still in the queue
+        known = queue_states([m.group(1) for d in keep if (m := re.search(r":(\d+)", d))])
+        keep = [d for d in keep if (m := re.search(r":(\d+)", d)) and m.group(1) in known]
+    log.warning("could not add %s to job %s: %s", dependency, job_id, upd.stderr.strip())
+    return False
 
 
 # ---------------------------------------------------------------- the poller

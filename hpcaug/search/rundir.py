@@ -22,12 +22,14 @@ hpcaug.search.runview reads a whole run dir at once (report, status, the CLI's p
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -264,6 +266,27 @@ class RunDir:
         """Trajectories of round r whose result came after the round's update (not counted)."""
         return _read_dir(self.late_dir(r))
 
+    @contextmanager
+    def update_lock(self, r: int) -> Iterator[None]:
+        """An exclusive flock on round r: its update and the results written into it take turns,
+        so a result is either counted by the update or recorded as late, never lost between."""
+        path = self.update_lock_path(r)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def write_result(self, r: int, traj: int, result: dict[str, Any]) -> bool:
+        """Write a fine-tune's result into round r; False when the round was updated meanwhile:
+        then it goes to late/<traj>.json (kept and shown by status and report, not counted)."""
+        with self.update_lock(r):
+            late = self.update_done(r)
+            write_json(self.late_path(r, traj) if late else self.result_path(r, traj), result)
+        return not late
+
     def has_result(self, r: int, traj: int) -> bool:
         return self.result_path(r, traj).exists()
 
@@ -289,6 +312,11 @@ class RunDir:
         recs = [v for v in _read_dir_any(self.job_records_dir(key)) if isinstance(v, dict) and "job_id" in v]
         return sorted(recs, key=lambda v: (float(v.get("submitted", 0.0)), int(v["job_id"]) if
                                            str(v["job_id"]).isdigit() else 0))
+
+    def withdraw_job(self, key: str, job_id: str, reason: str) -> None:
+        """Mark a recorded submission as cancelled by the submitter itself (its tasks are not failures)."""
+        path = self.job_records_dir(key) / f"{job_id}.json"
+        write_json(path, {**read_json(path), "withdrawn": reason})
 
     def recorded_job(self, key: str) -> dict[str, Any] | None:
         """The latest submission of step `key`, None if it was never submitted."""
