@@ -6,7 +6,7 @@ A policy is a name (timm's style, every part parsed strictly) or a policy .json 
     uniform                  AWS's uniform policy over the 1296 operations (the shared stage)
     trivialaugment           TrivialAugment: one op and one magnitude bin, both uniform
     autoaugment-imagenet     AutoAugment's ImageNet policy (25 sub-policies)
-    randaugment-n<N>-m<M>    RandAugment: N ops per image (N >= 1), all at magnitude bin M (0..9)
+    randaugment-n<N>-m<M>    RandAugment: N ops per image (N in 1..4), all at magnitude bin M (0..9)
     <path>.json              a policy file (the JSON form of hpcaug.ops.policy)
 
 Strict means: lower case, the parameters in the order shown, each once, decimal integers
@@ -47,13 +47,16 @@ class Param:
         return f"{self.key}: {self.meaning}, an int {values}"
 
 
+RANDAUGMENT_MAX_N = 4
+
 # family -> its parameters, in the order they are written (hpcaug.ops.policy has a builder for each)
 FAMILIES: dict[str, tuple[Param, ...]] = {
     "none": (),
     "uniform": (),
     "trivialaugment": (),
     "autoaugment-imagenet": (),
-    "randaugment": (Param("n", "ops per image", example=2, lo=1),
+    # n <= RANDAUGMENT_MAX_N: the training loop counts each of the 14**n choices (n = 4: 38,416 counts)
+    "randaugment": (Param("n", "ops per image", example=2, lo=1, hi=RANDAUGMENT_MAX_N),
                     Param("m", "magnitude bin", example=9, lo=0, hi=MAGNITUDE_BINS - 1)),
 }
 # old spellings -> a hint after the error (not accepted: one name per policy)

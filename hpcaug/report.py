@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import torch
 
 from hpcaug._atomic import atomic_write_bytes
+from hpcaug.search.evidence import element_evidence, movers
 from hpcaug.search.jobs import stage_resources
 from hpcaug.search.operations import aws_probabilities, element_names, top_operations
 from hpcaug.search.queue import Accounting, account
@@ -320,7 +321,7 @@ def _fmt_gh(h: float) -> str:
 
 def _aws_summary(run: AWSRun, images: list[Path], top_k: int, acct: Accounting | None) -> str:
     lines = [f"# Search report: {run.root.name} (AWS)", "", *_aws_state(run), ""]
-    lines += _aws_top(run, top_k) + _aws_rewards(run) + _aws_times(run, acct)
+    lines += _aws_top(run, top_k) + _aws_movers(run) + _aws_rewards(run) + _aws_times(run, acct)
     if images:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images] + [""]
     return "\n".join(lines)
@@ -335,6 +336,14 @@ def _aws_state(run: AWSRun) -> list[str]:
              f"- shared stage: {'done' if run.shared is not None else 'not done'}",
              f"- rounds updated: {done} of {run.planned_rounds}",
              f"- final training: {'done' if run.final is not None else 'not done'}"]
+    last = run.round(done - 1).update if done else None
+    source = (last or {}).get("policy_json")
+    if source:
+        lines.append(f"- policy.json: `aws.result_policy: {source['rule']}`, {source['why']}")
+    design = (run.config.get("aws") or {}).get("trajectory", "per_image")
+    lines.append(f"- trajectory design: `{design}`"
+                 + (f", K = {run.config['aws'].get('ops_per_trajectory')} operations per fine-tune"
+                    if design == "op_set" else " (each image draws from p_theta)"))
     cur = run.current
     if cur is not None:
         lines.append(f"- round {cur.index}: {len(cur.results)} of {t} fine-tune results, not yet updated")
@@ -365,6 +374,27 @@ def _aws_top(run: AWSRun, top_k: int) -> list[str]:
     order = torch.argsort(marg, descending=True)[:5].tolist()
     return lines + ["", "First-element marginal, top 5: " + ", ".join(f"{names[i]} {float(marg[i]):.4f}" for i in order),
                     ""]
+
+
+def _aws_movers(run: AWSRun, k: int = 6) -> list[str]:
+    """The elements that gained and lost the most mass, with the rewards behind them."""
+    ev = element_evidence(run)
+    if not ev:
+        return []
+    up, down = movers(ev, k)
+    lines = ["## What moved the policy", "",
+             "Each element's marginal (mean share of the first and second place) now vs at the start (uniform "
+             "1/36), and the rewards of the trajectories that used it, relative to their round's mean "
+             "(weighted by how much of each trajectory's operations contained the element).", "",
+             "| element | share now | x start | trajectories that used it | their reward vs round mean |",
+             "|---|---:|---:|---:|---:|"]
+    for x in up + [None] + down:
+        if x is None:
+            lines.append("| ... | | | | |")
+            continue
+        rew = "-" if x.trajectories == 0 else f"{x.reward_vs_round:+.4f}"
+        lines.append(f"| {x.name} | {x.mass:.4f} | {x.ratio:.2f} | {x.trajectories} | {rew} |")
+    return lines + [""]
 
 
 def _aws_rewards(run: AWSRun) -> list[str]:

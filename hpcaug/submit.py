@@ -154,23 +154,32 @@ def _progress_printer(rd: RunDir) -> Callable[..., None]:
 
 
 def print_summary(rd: RunDir, k: int = 10) -> None:
-    """The searched policy's top-k operations and the final training's accuracy."""
+    """The searched policy (policy.json: its top-k operations and why it is that theta), what moved
+    it (elements that gained / lost mass and the rewards behind them), the final accuracy."""
+    from hpcaug.ops.policy import AWSPolicy, load_policy
+    from hpcaug.search.evidence import movers_lines
     from hpcaug.search.operations import top_operations
     from hpcaug.search.runview import AWSRun, read_run
 
     run = read_run(rd.root)
     n = run.rounds_done if isinstance(run, AWSRun) else 0
-    theta = run.round(n).theta if isinstance(run, AWSRun) and n else None
-    if theta is None:
+    if not isinstance(run, AWSRun) or not n or not rd.policy_path.exists():
         print("no update has run yet: no searched policy")
         return
-    print(f"\nSearched policy after {n} round(s), top {k} operations of 1296 (uniform = {1 / 1296:.5f}):")
-    for op in top_operations(theta, run.parametrisation, k):
+    policy = load_policy(str(rd.policy_path))
+    assert isinstance(policy, AWSPolicy)
+    source = (run.round(n - 1).update or {}).get("policy_json") or {"rule": "last", "why": f"after {n} round(s)"}
+    print(f"\nSearched policy after {n} round(s) (policy.json: {source['rule']}, {source['why']}), top {k} "
+          f"operations of 1296 (uniform = {1 / 1296:.5f}):")
+    for op in top_operations(policy.theta, policy.parametrisation, k):
         print(f"  {op.probability:.5f}  {op.label}")
+    for line in movers_lines(run):
+        print(line)
     hist = (run.final or {}).get("history") or []
     if hist:
         print(f"final training: {len(hist)} epochs, val top-1 {hist[-1].get('val_top1', float('nan')):.4f}")
-    print(f"results: {rd.root}/ (policy.json, rounds/<r>/update.json, rounds/<r>/results/, shared/, final/, logs/)")
+    print(f"results: {rd.root}/ (policy.json, report/report.md, rounds/<r>/update.json, rounds/<r>/results/, "
+          "shared/, final/, logs/)")
 
 
 # ---------------------------------------------------------------- main

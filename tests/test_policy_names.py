@@ -23,11 +23,12 @@ ACCEPTED: dict[str, Policy] = {
     "none": NoPolicy(), "uniform": UniformAWS(), "trivialaugment": TrivialAugment(),
     "autoaugment-imagenet": SubPolicyPolicy.autoaugment_imagenet(), "randaugment-n2-m9": RandAugment(2, 9),
     "randaugment-n1-m0": RandAugment(1, 0), "randaugment-n3-m5": RandAugment(3, 5),
-    "randaugment-n10-m9": RandAugment(10, 9),
+    "randaugment-n4-m9": RandAugment(4, 9),
 }
 # malformed name -> what its message must say (besides naming what is accepted)
 MALFORMED: dict[str, str] = {
     "randaugment-n2-m99": "m=99 is out of range", "randaugment-n0-m9": "n=0 is out of range",
+    "randaugment-n5-m9": "n=5 is out of range",
     "randaugment-x2": "part 'x2'", "randaugment-n2-m9-extra": "part 'extra'", "randaugment-m9-n2": "part 'm9'",
     "randaugment-n02-m9": "part 'n02'", "randaugment-n1.5-m9": "part 'n1.5'", "randaugment-n-1-m9": "part 'n'",
     "randaugment-n２-m9": "part 'n２'", "randaugment-n2-m9 ": "part 'm9 '", "randaugment-": "part ''",

@@ -49,3 +49,21 @@ def test_no_element_drifts_without_an_effect(tmp_path: Path) -> None:
     res = power.simulate(cfg, effect=0.0, sigma=0.003, images=100_000, rounds=100, seed=3)
     m = power.element_marginals(res.thetas[-1], cfg.aws.parametrisation) * power.E
     assert 0.5 <= float(m.min()) and float(m.max()) <= 2.0, (float(m.min()), float(m.max()))
+
+
+def test_evidence_names_the_planted_element(tmp_path: Path) -> None:
+    """On a real run dir, the summary's evidence shows the planted element losing mass on low rewards."""
+    from hpcaug.search.evidence import element_evidence, movers, movers_lines
+    from hpcaug.search.runview import read_run
+
+    cfg = _cfg(tmp_path, **{"aws.ops_per_trajectory": 4})
+    power.simulate(cfg, planted="Invert", effect=0.5, sigma=0.003, images=20_000, rounds=20, seed=0,
+                   run_dir=tmp_path / "run")
+    run = read_run(tmp_path / "run")
+    ev = {x.name: x for x in element_evidence(run)}
+    inv = ev.pop("Invert")
+    assert inv.trajectories > 0 and inv.reward_vs_round < min(x.reward_vs_round for x in ev.values() if x.trajectories)
+    assert inv.ratio < 1.0
+    _, down = movers(list(ev.values()) + [inv], 3)
+    assert inv in down
+    assert any("Invert" in line for line in movers_lines(run))

@@ -250,3 +250,29 @@ def test_atomic_writes_leave_no_partial_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     write_json(p, {"a": 1})
     assert read_json(p) == {"a": 1} and [q.name for q in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_ratio_direction_against_the_official_code() -> None:
+    """PPO's ratio is p_new / p_old: a positive advantage raises the probability of what the
+    trajectory used. The authors' official code (agent/ppo.py) computes exp(old_log - new_log) =
+    p_old / p_new, which lowers it (docs/search.md, "The official code's PPO ratio")."""
+    counts = torch.full((ppo.NUM_OPERATIONS,), 1000.0)
+    counts[777] = 0.25 * float(counts.sum() - 1000.0)  # the pair makes up 20 % of what it applied
+    w = ppo.action_weights("per_image", None, counts)[None]
+    theta = torch.zeros(ppo.NUM_OPERATIONS, dtype=torch.float64)
+    lp_old = ppo.log_probs(theta)
+
+    def one_step(sign: float) -> float:
+        p = torch.nn.Parameter(theta.clone())
+        opt = torch.optim.Adam([p], lr=0.1, betas=(0.5, 0.999))
+        ratio = torch.exp(sign * (w @ ppo.log_probs(p) - w @ lp_old))
+        adv = torch.tensor([0.5], dtype=torch.float64)
+        (-torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv).mean()).backward()
+        opt.step()
+        return float(ppo.log_probs(p.detach()).exp()[777])
+
+    start = float(lp_old.exp()[777])
+    ours = float(ppo.log_probs(ppo.ppo_update(theta, w, torch.tensor([0.5]), ppo.PPOState(baseline=0.0), lr=0.1,
+                                              settings=ppo.PPOSettings(epochs=1)).theta).exp()[777])
+    assert ours == pytest.approx(one_step(+1.0)) and ours > start
+    assert one_step(-1.0) < start  # the official sign moves the other way

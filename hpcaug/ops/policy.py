@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from hpcaug._atomic import atomic_write_text
-from hpcaug.policy_names import FAMILIES, MAGNITUDE_BINS, is_policy_file, parse_policy_name
+from hpcaug.policy_names import FAMILIES, MAGNITUDE_BINS, RANDAUGMENT_MAX_N, is_policy_file, parse_policy_name
 
 from .spaces import AWS_SPACE, Space
 from .table import IDENTITY, NUM_BINS, OPS, get_op
@@ -408,8 +408,9 @@ class RandAugment(Policy):
     kind = "randaugment"
 
     def __init__(self, n: int = 2, m: int = 9) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"RandAugment: n (ops per image) must be an int >= 1, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= RANDAUGMENT_MAX_N:
+            raise ValueError(f"RandAugment: n (ops per image) must be an int in 1..{RANDAUGMENT_MAX_N} (the loop counts "
+                             f"14**n choices), got {n!r}")
         if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < NUM_BINS:
             raise ValueError(f"RandAugment: m (magnitude bin) must be an int in 0..{NUM_BINS - 1}, got {m!r}")
         self.n, self.m = n, m

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,11 +29,15 @@ from hpcaug.search.rundir import write_json
 E = AWS_SPACE.num_elements
 
 
-def containing(element: str) -> torch.Tensor:
-    """bool [1296]: the operations that contain `element` (e.g. 'Invert', 'Rotate:9') in either place."""
-    e = AWS_SPACE.element_index(element)
+def containing(elements: str | Sequence[str]) -> torch.Tensor:
+    """bool [1296]: the operations that contain any of `elements` (e.g. 'Invert', 'Rotate:9') in either place."""
+    names = [elements] if isinstance(elements, str) else list(elements)
     k = torch.arange(ppo.NUM_OPERATIONS)
-    return (k // E == e) | (k % E == e)
+    out = torch.zeros(ppo.NUM_OPERATIONS, dtype=torch.bool)
+    for name in names:
+        e = AWS_SPACE.element_index(name)
+        out |= (k // E == e) | (k % E == e)
+    return out
 
 
 def element_marginals(theta: torch.Tensor, parametrisation: str) -> torch.Tensor:
@@ -59,10 +64,11 @@ def _counts(rng: np.random.Generator, n: int, probs: np.ndarray) -> np.ndarray:
     return rng.multinomial(n, probs / probs.sum())
 
 
-def simulate(cfg: Config, *, planted: str = "Invert", effect: float = 0.5, sigma: float = 0.003,
+def simulate(cfg: Config, *, planted: str | Sequence[str] = "Invert", effect: float = 0.5, sigma: float = 0.003,
              images: int = 1_280_000, rounds: int = 350, seed: int = 0, stop_when_halved: bool = False,
              run_dir: Path | None = None) -> SimResult:
-    """Run `rounds` updates of the search configured by cfg.aws against the planted reward model.
+    """Run `rounds` updates of the search configured by cfg.aws against the planted reward model
+    (`planted`: one element or several; an image counts as harmed when its operation contains any).
 
     images: operations one fine-tune applies (epochs x train images). stop_when_halved ends the
     run at the round where the planted element's mass first halves.

@@ -1,0 +1,101 @@
+"""What moved the searched policy: each element's mass now vs at the start, and the rewards behind it.
+
+For every element e of the AWS space:
+- mass: the element's marginal (mean share of the first and the second place) under the newest
+  theta, and its ratio to the start (uniform: 1/36);
+- evidence: over every counted trajectory, the reward relative to its round's mean, weighted by
+  how much of the trajectory's applied operations contained e. Under `op_set` a trajectory that
+  drew e scores this much above (+) or below (-) its round; under `per_image` every trajectory
+  applies every element in about the same share, so the evidence is near 0 (which is the point
+  of the design comparison in docs/search.md).
+Read by the CLI's summary and the report; computed from the run-dir model alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from hpcaug.ops.spaces import AWS_SPACE
+from hpcaug.search import ppo
+from hpcaug.search.runview import AWSRun
+
+E = AWS_SPACE.num_elements
+
+
+@dataclass(frozen=True)
+class ElementEvidence:
+    name: str  # 'Rotate:9', 'Invert'
+    mass: float  # marginal under the newest theta
+    start: float  # marginal under round 0's theta (uniform: 1/36)
+    trajectories: int  # counted trajectories whose applied operations contained the element
+    reward_vs_round: float  # their share-weighted reward minus their round's mean (nan if none)
+
+    @property
+    def ratio(self) -> float:
+        return self.mass / self.start if self.start > 0 else float("nan")
+
+
+def _marginals(theta: torch.Tensor, parametrisation: str) -> torch.Tensor:
+    p = ppo.log_probs(theta.double(), parametrisation).exp().view(E, E)
+    return (p.sum(1) + p.sum(0)) / 2
+
+
+def _element_shares(counts: Sequence[int]) -> torch.Tensor:
+    """[36]: the share of a trajectory's applied operations that contain each element."""
+    c = torch.as_tensor(counts, dtype=torch.float64).view(E, E)
+    total = float(c.sum())
+    if total <= 0:
+        return torch.zeros(E, dtype=torch.float64)
+    contains = c.sum(1) + c.sum(0) - c.diagonal()  # (e, e) counted once
+    return contains / total
+
+
+def element_evidence(run: AWSRun) -> list[ElementEvidence]:
+    """One entry per element, in the space's order; [] before the first update."""
+    thetas = run.thetas()
+    if len(thetas) < 2:
+        return []
+    start = _marginals(thetas[0][1], run.parametrisation)
+    now = _marginals(thetas[-1][1], run.parametrisation)
+    weighted = torch.zeros(E, dtype=torch.float64)
+    weight = torch.zeros(E, dtype=torch.float64)
+    used = torch.zeros(E, dtype=torch.int64)
+    for st in run.rounds:
+        if st.update is None or not st.results:
+            continue
+        counted = [st.results[t] for t in st.update.get("trajectories", []) if t in st.results]
+        if not counted:
+            continue
+        mean = sum(float(v["reward"]) for v in counted) / len(counted)
+        for v in counted:
+            share = _element_shares(v["choice_counts"])
+            weighted += share * (float(v["reward"]) - mean)
+            weight += share
+            used += (share > 0).to(torch.int64)
+    names = [e.name for e in AWS_SPACE.elements]
+    return [ElementEvidence(names[i], float(now[i]), float(start[i]), int(used[i]),
+                            float(weighted[i] / weight[i]) if weight[i] > 0 else float("nan")) for i in range(E)]
+
+
+def movers(evidence: Sequence[ElementEvidence], k: int = 5) -> tuple[list[ElementEvidence], list[ElementEvidence]]:
+    """(the k elements that gained the most mass, the k that lost the most), by ratio to the start."""
+    ranked = sorted(evidence, key=lambda x: x.ratio)
+    return list(reversed(ranked[-k:])), ranked[:k]
+
+
+def movers_lines(run: AWSRun, k: int = 5) -> list[str]:
+    """The summary's lines: gainers and losers with their ratio and the rewards behind them."""
+    ev = element_evidence(run)
+    if not ev:
+        return []
+    up, down = movers(ev, k)
+
+    def line(x: ElementEvidence) -> str:
+        rew = "no trajectory used it" if x.trajectories == 0 else (
+            f"{x.trajectories} trajectories used it, reward {x.reward_vs_round:+.4f} vs their round's mean")
+        return f"  {x.name:14s} {x.ratio:5.2f} x its start ({x.mass:.4f}); {rew}"
+
+    return (["elements that gained the most mass (share now / at the start; uniform = 1/36 each):"]
+            + [line(x) for x in up] + ["elements that lost the most mass:"] + [line(x) for x in down])
