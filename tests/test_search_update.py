@@ -234,6 +234,22 @@ def test_run_dir_refuses_a_different_config(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "config.json").read_text())["aws"]["finetune_lr"] == lr
 
 
+def test_a_run_dir_from_before_new_keys_resumes(tmp_path: Path) -> None:
+    """A run started before a key existed (or with a key hpcaug has since dropped) resumes when the
+    new key keeps the old behaviour; aws.trajectory's old behaviour is per_image, and it is named."""
+    cfg = _cfg(tmp_path)
+    aws.open_run(cfg)
+    path = tmp_path / "run" / "config.json"
+    old = json.loads(path.read_text())
+    del old["aws"]["trajectory"], old["train"]["micro_batches"]
+    old["augment"]["randaugment_n"] = 2  # a key since removed
+    path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"aws.trajectory: run has 'per_image' \(before the key existed\), "
+                                         r"config has 'op_set'"):
+        aws.open_run(cfg)
+    aws.open_run(cfg.replace(**{"aws.trajectory": "per_image"}))
+
+
 def test_atomic_writes_leave_no_partial_file(tmp_path: Path) -> None:
     p = tmp_path / "x.json"
 

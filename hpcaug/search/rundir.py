@@ -104,15 +104,26 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Config fields added after run dirs were started with hpcaug: a run dir without the key ran
+# with this value (any other missing key ran with the field's default).
+LEGACY_VALUES = {"aws.trajectory": "per_image"}
+
+
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Keys (dotted) whose values differ and that a resume may not change, with both values."""
+    """Keys (dotted) whose values differ and that a resume may not change, with both values.
+
+    A key the run has but hpcaug no longer knows is ignored (nothing reads it); a key the run
+    lacks (added since) counts as its LEGACY_VALUES entry or the field's default."""
     a, b = _flatten(old), _flatten(new)
+    defaults = _flatten(to_dict(Config()))
     diffs = []
-    for key in sorted(set(a) | set(b)):
+    for key in sorted(b):
         if any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS):
             continue
-        if a.get(key, "<missing>") != b.get(key, "<missing>"):
-            diffs.append(f"{key}: run has {a.get(key, '<missing>')!r}, config has {b.get(key, '<missing>')!r}")
+        was = a[key] if key in a else LEGACY_VALUES.get(key, defaults.get(key, "<missing>"))
+        if was != b[key]:
+            diffs.append(f"{key}: run has {was!r}{'' if key in a else ' (before the key existed)'}, "
+                         f"config has {b[key]!r}")
     return diffs
 
 
