@@ -26,7 +26,7 @@ from hpcaug.policy_names import check_policy_spec
 TRAJECTORY_DESIGNS = ("op_set", "per_image")
 BASELINES = ("ema", "round_mean")
 RESULT_RULES = ("last", "best_round", "mean_last")
-MODELS = ("tiny_resnet", "resnet18", "resnet50", "resnet200", "wrn28_10")
+MODELS = ("tiny_resnet", "small_resnet", "resnet18", "resnet50", "resnet200", "wrn28_10")
 
 
 def _check(cond: bool, msg: str) -> None:

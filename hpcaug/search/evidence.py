@@ -93,8 +93,10 @@ def movers_lines(run: AWSRun, k: int = 5) -> list[str]:
     up, down = movers(ev, k)
 
     def line(x: ElementEvidence) -> str:
-        rew = "no trajectory used it" if x.trajectories == 0 else (
-            f"{x.trajectories} trajectories used it, reward {x.reward_vs_round:+.4f} vs their round's mean")
+        n = x.trajectories
+        rew = "no trajectory used it" if n == 0 else (
+            f"{n} {'trajectory' if n == 1 else 'trajectories'} used it, reward {x.reward_vs_round:+.4f} vs "
+            f"{'its' if n == 1 else 'their'} round's mean")
         return f"  {x.name:14s} {x.ratio:5.2f} x its start ({x.mass:.4f}); {rew}"
 
     return (["elements that gained the most mass (share now / at the start; uniform = 1/36 each):"]

@@ -1,0 +1,70 @@
+"""What the Fashion-MNIST quality benchmarks share: the regime (configs/fmnist_quality.yaml), its
+data, training a policy from scratch and scoring it on the 10,000-image test list.
+
+Used by benchmarks/search_vs_baselines.py and benchmarks/element_ground_truth.py. A finished
+training dir is reused (train() resumes from its checkpoint and returns at once), so an
+interrupted benchmark picks up where it stopped; dirs are keyed by the settings that matter.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from hpcaug.config import Config, load_config  # noqa: E402
+from hpcaug.data import build_val_loader  # noqa: E402
+from hpcaug.ops.policy import Policy  # noqa: E402
+from hpcaug.train import build_model, evaluate, load_checkpoint, train  # noqa: E402
+
+REGIME = REPO / "configs" / "fmnist_quality.yaml"
+TRAIN_PER_CLASS = 100  # the regime's training split: data_prep's search_train, 100 images per class
+TEST_SPLIT = "val"  # data_prep's val list is the 10,000-image Fashion-MNIST test set
+
+
+def regime(overrides: Sequence[str] = (), config: Path = REGIME) -> Config:
+    """The regime's config (with --set style overrides); prepares its data dir when it is missing."""
+    cfg = load_config(config, list(overrides))
+    data = Path(cfg.data.dir) if Path(cfg.data.dir).is_absolute() else REPO / cfg.data.dir
+    if not (data / "dataset.json").is_file():
+        from data_prep.fashion_mnist import prepare
+
+        print(f"preparing {data} (Fashion-MNIST, {TRAIN_PER_CLASS} training images per class)", flush=True)
+        prepare(data, search_train_per_class=TRAIN_PER_CLASS, quiet=True)
+    return cfg.replace(**{"data.dir": str(data)})
+
+
+def settings_key(cfg: Config, *sections: str) -> str:
+    """A short hash of the config sections that decide a result: a cached dir is never reused
+    under other settings."""
+    d = json.loads(cfg.to_json())
+    blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def test_top1(cfg: Config, checkpoint: Path, dist: Any, split: str = TEST_SPLIT) -> float:
+    """Top-1 of a trained checkpoint on a whole split (default: the test set)."""
+    loader = build_val_loader(cfg, dist.rank, dist.size, dist.device, split=split)
+    try:
+        model = build_model(cfg.train.model, loader.num_classes)
+        model.load_state_dict(load_checkpoint(checkpoint)["model"])
+        return float(evaluate(model, loader, dist)["val_top1"])
+    finally:
+        loader.close()
+
+
+def train_and_test(cfg: Config, policy: Policy, out: Path, seed: int, dist: Any) -> float:
+    """Train cfg.train.epochs from scratch with `policy` (train.seed = data.seed = seed), return test top-1."""
+    scfg = cfg.replace(**{"train.seed": seed, "data.seed": seed})
+    res = train(scfg, out, [policy] * cfg.augment.copies, epochs=cfg.train.epochs, dist=dist)
+    return test_top1(scfg, res.checkpoint, dist)
+
+
+def mean_std(xs: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)

@@ -1,0 +1,95 @@
+"""Which AWS elements harm training in the quality regime? Each of the 36 elements, alone, from scratch.
+
+For every element of the AWS space (hpcaug.ops.spaces.AWS_SPACE: 11 ops x bins 3/6/9, AutoContrast,
+Equalize, Invert) a policy that applies that element to every training image (random sign for
+signed ops) trains small_resnet from scratch in the regime of configs/fmnist_quality.yaml
+(1,000 Fashion-MNIST images, no base augmentation, 60 epochs), scored by top-1 on the
+10,000-image test set. References: no augmentation over --none-seeds seeds (their spread sets
+the noise level) and the uniform AWS policy.
+
+An element is **harmful** when its top-1 is below no augmentation's mean by more than
+max(2 x the no-augmentation seeds' std, 0.005), **helpful** when above by as much. The list is
+written to <out>/result.json, which benchmarks/search_vs_baselines.py reads to check that a search
+moved the mass off the harmful elements (issue 17, goal a).
+
+    .venv/bin/python benchmarks/element_ground_truth.py            # 36 + 4 trainings, ~1-1.5 h on 2 cores
+    .venv/bin/python benchmarks/element_ground_truth.py --seeds 0 1   # two seeds per element
+
+Last line: RESULT element_ground_truth <best element's top-1> top1 vs no_augmentation <top-1> top1 ratio=<r>
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from _quality import REPO, mean_std, regime, settings_key, train_and_test
+
+from hpcaug.ops.policy import AWSPolicy, NoPolicy, Policy, SubPolicyPolicy
+from hpcaug.ops.spaces import AWS_SPACE
+from hpcaug.train.dist import init_dist
+
+
+def element_policy(index: int) -> Policy:
+    """Element `index` of the AWS space applied to every image (one step, probability 1)."""
+    e = AWS_SPACE.elements[index]
+    return SubPolicyPolicy([[(e.spec.name, 1.0, e.bin)]])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per element")
+    ap.add_argument("--none-seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the no-augmentation reference")
+    ap.add_argument("--set", nargs="*", default=[], metavar="section.key=value", help="overrides of the regime")
+    ap.add_argument("--out", default=str(REPO / "runs" / "element_ground_truth"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    cfg = regime(args.set)
+    out = Path(args.out) / settings_key(cfg, "data", "train")
+    dist = init_dist(cfg.dist)
+    t0 = time.time()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
+
+    acc: dict[str, list[float]] = {}
+    for name, pol, seeds in [("none", NoPolicy(), args.none_seeds), ("uniform", AWSPolicy.uniform(), args.seeds)]:
+        acc[name] = [train_and_test(cfg, pol, out / name / f"s{s}", s, dist) for s in seeds]
+        log(f"{name:14s} {' '.join(f'{a:.4f}' for a in acc[name])}")
+    for i, e in enumerate(AWS_SPACE.elements):
+        acc[e.name] = [train_and_test(cfg, element_policy(i), out / e.name.replace(":", "_") / f"s{s}", s, dist)
+                       for s in args.seeds]
+        log(f"{e.name:14s} {' '.join(f'{a:.4f}' for a in acc[e.name])}")
+
+    none_m, none_sd = mean_std(acc["none"])
+    margin = max(2 * none_sd, 0.005)
+    elements = [e.name for e in AWS_SPACE.elements]
+    verdict = {}
+    for name in elements:
+        m = mean_std(acc[name])[0]
+        verdict[name] = "harmful" if m < none_m - margin else ("helpful" if m > none_m + margin else "neutral")
+    harmful = [n for n in elements if verdict[n] == "harmful"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps({
+        "config": json.loads(cfg.to_json()), "seeds": args.seeds, "none_seeds": args.none_seeds, "top1": acc,
+        "none_mean": none_m, "none_std": none_sd, "margin": margin, "verdict": verdict, "harmful": harmful}, indent=2))
+
+    print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}, {cfg.train.epochs} epochs, "
+          f"no base augmentation; top-1 on the 10,000-image test set; {time.time() - t0:.0f} s")
+    print(f"no augmentation: {none_m:.4f} +- {none_sd:.4f} over seeds {args.none_seeds}; "
+          f"uniform AWS policy: {mean_std(acc['uniform'])[0]:.4f}; margin {margin:.4f}\n")
+    print("| element (alone, every image) | test top-1 | vs no augmentation | verdict |")
+    print("|---|---:|---:|---|")
+    for name in sorted(elements, key=lambda n: mean_std(acc[n])[0]):
+        m = mean_std(acc[name])[0]
+        print(f"| {name} | {m:.4f} | {m - none_m:+.4f} | {verdict[name]} |")
+    print(f"\nharmful ({len(harmful)}): {', '.join(harmful) or 'none'}; written to {out / 'result.json'}")
+    best = max(elements, key=lambda n: mean_std(acc[n])[0])
+    b = mean_std(acc[best])[0]
+    print(f"RESULT element_ground_truth {b:.4f} top1 vs no_augmentation {none_m:.4f} top1 ratio={b / none_m:.3f}")
+
+
+if __name__ == "__main__":
+    main()
