@@ -10,6 +10,7 @@ import torch
 from hpcaug.config import Config, load_config
 from hpcaug.ops.policy import SubPolicyPolicy
 from hpcaug.search.advaa import AdvAAHooks, read_epoch_records, validate_advaa_config
+from hpcaug.train.dist import SingleDist
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def test_validation_says_how_to_fix() -> None:
 
 
 def test_epoch_cycle_step_direction_and_record(tmp_path: Path) -> None:
-    hooks = AdvAAHooks(_cfg(), None, tmp_path)
+    hooks = AdvAAHooks(_cfg(), SingleDist(), tmp_path)
     policies = hooks.on_epoch_start(0)
     assert len(policies) == 4 and all(isinstance(p, SubPolicyPolicy) for p in policies)
     assert all(p.num_choices == 5 and all(len(sp) == 2 for sp in p.sub_policies) for p in policies)
@@ -50,7 +51,9 @@ def test_epoch_cycle_step_direction_and_record(tmp_path: Path) -> None:
     actions = hooks.actions.clone()
     before = hooks.controller.evaluate(actions).log_prob.detach()
     _feed(hooks, [1.0, 1.0, 4.0, 1.0])  # policy 2 made training hardest
-    rec = hooks.on_epoch_end(0, {"train_loss": 1.5})
+    hooks.on_epoch_end(0, {"train_loss": 1.5})
+    rec = hooks.last_record
+    assert rec is not None
     after = hooks.controller.evaluate(actions).log_prob.detach()
     gain = after - before
     assert gain[2] > 0 and int(torch.argmax(gain)) == 2, gain  # the hardest policy gained most
@@ -74,7 +77,7 @@ def test_epoch_cycle_step_direction_and_record(tmp_path: Path) -> None:
 
 
 def test_epoch_end_refuses_missing_policy_samples(tmp_path: Path) -> None:
-    hooks = AdvAAHooks(_cfg(), None, tmp_path)
+    hooks = AdvAAHooks(_cfg(), SingleDist(), tmp_path)
     hooks.on_epoch_start(0)
     hooks.on_step(torch.ones(6), FakeBatch(torch.tensor([0, 1, 2, 0, 1, 2])))  # policy 3 never seen
     with pytest.raises(RuntimeError, match="no samples seen for policies \\[3\\]"):
@@ -84,14 +87,14 @@ def test_epoch_end_refuses_missing_policy_samples(tmp_path: Path) -> None:
 
 
 def test_state_dict_round_trip_mid_epoch(tmp_path: Path) -> None:
-    a = AdvAAHooks(_cfg(), None, tmp_path)
+    a = AdvAAHooks(_cfg(), SingleDist(), tmp_path)
     a.on_epoch_start(0)
     _feed(a, [1.0, 2.0, 3.0, 4.0])
     a.on_epoch_end(0, {})
     pols = a.on_epoch_start(1)
     _feed(a, [1.0, 1.0, 1.0, 3.0], steps=2)
     state = a.state_dict()
-    b = AdvAAHooks(_cfg(), None, tmp_path / "other")
+    b = AdvAAHooks(_cfg(), SingleDist(), tmp_path / "other")
     b.load_state_dict(state)
     for k, v in a.controller.state_dict().items():
         assert torch.equal(v, b.controller.state_dict()[k]), k
@@ -100,7 +103,10 @@ def test_state_dict_round_trip_mid_epoch(tmp_path: Path) -> None:
     assert torch.equal(b.loss_sum, a.loss_sum) and torch.equal(b.count, a.count)  # ... and its partial sums
     _feed(a, [1.0, 1.0, 1.0, 3.0], steps=1)
     _feed(b, [1.0, 1.0, 1.0, 3.0], steps=1)
-    ra, rb = a.on_epoch_end(1, {}), b.on_epoch_end(1, {})
+    a.on_epoch_end(1, {})
+    b.on_epoch_end(1, {})
+    ra, rb = a.last_record, b.last_record
+    assert ra is not None and rb is not None
     assert ra["mean_loss"] == rb["mean_loss"] and ra["reward"] == rb["reward"]
     for k, v in a.controller.state_dict().items():
         assert torch.equal(v, b.controller.state_dict()[k]), k

@@ -9,9 +9,10 @@ run_advaa's own files.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -60,13 +61,13 @@ def _synthetic_train(cfg: Config, out_dir: Any, policies: Sequence[Any], *, epoc
 
 @pytest.fixture(scope="module")
 def advaa_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import hpcaug.train.loop as loop
+    from hpcaug.search import advaa
     from hpcaug.search.advaa import run_advaa
 
     run_dir = tmp_path_factory.mktemp("advaa") / "run"
     mp = pytest.MonkeyPatch()
     try:
-        mp.setattr(loop, "train", _synthetic_train)
+        mp.setattr(advaa, "train", _synthetic_train)  # the loop run_advaa calls
         run_advaa(_advaa_cfg(run_dir), run_dir)
     finally:
         mp.undo()
@@ -96,7 +97,8 @@ def test_advaa_report(advaa_run: Path, tmp_path: Path) -> None:
         total = sum(c.values())
         for op, n in c.items():
             shares[op] += n / total / 5
-    rows = [ln.split("|")[1:-1] for ln in text.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()]
+    rows = [ln.split("|")[1:-1] for ln in text.splitlines()
+            if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()]
     assert len(rows) == 4
     best = shares.most_common(1)[0]
     assert float(rows[0][2].strip().rstrip("%")) == pytest.approx(100 * best[1], abs=0.051)

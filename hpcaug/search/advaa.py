@@ -22,14 +22,18 @@ import copy
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from hpcaug._atomic import atomic_write_text
 from hpcaug.config import Config, load_config
+from hpcaug.ops.policy import SubPolicyPolicy
+from hpcaug.ops.spaces import ADVAA_SPACE
+from hpcaug.ops.table import NUM_BINS, OPS
 from hpcaug.search.advaa_controller import (
     AdvAAController,
     ControllerSample,
@@ -37,11 +41,12 @@ from hpcaug.search.advaa_controller import (
     normalise_rewards,
     reinforce_loss,
 )
+from hpcaug.search.rundir import RunDir
+from hpcaug.train.dist import Dist, init_dist
+from hpcaug.train.loop import TrainHooks, TrainResult, train
 
 __all__ = ["AdvAAHooks", "AdvAAResult", "run_advaa", "validate_advaa_config", "build_controller",
            "policies_from_actions", "read_epoch_records"]
-
-RECORDS = "epochs.jsonl"
 
 
 def validate_advaa_config(cfg: Config) -> None:
@@ -67,8 +72,6 @@ def validate_advaa_config(cfg: Config) -> None:
 
 def _space_size() -> tuple[int, int]:
     """(ops, magnitude bins) of the AdvAA space: 16 x 10, element index = op id * bins + bin."""
-    from hpcaug.ops.spaces import ADVAA_SPACE
-    from hpcaug.ops.table import NUM_BINS, OPS
     if ADVAA_SPACE.num_elements != len(OPS) * NUM_BINS:
         raise RuntimeError(f"ADVAA_SPACE has {ADVAA_SPACE.num_elements} elements, expected every op x bin "
                            f"({len(OPS)} x {NUM_BINS}); the controller indexes ops by their table id")
@@ -92,28 +95,22 @@ def policies_from_actions(actions: torch.Tensor, ops_per_sub_policy: int) -> lis
     The controller's op index is the op table id, so the ADVAA_SPACE element of (op, bin)
     is ``op * NUM_BINS + bin``.
     """
-    from hpcaug.ops.policy import SubPolicyPolicy
-    from hpcaug.ops.table import NUM_BINS
     return [SubPolicyPolicy.from_advaa([[o * NUM_BINS + b for o, b in sub] for sub in subs])
             for subs in actions_to_subpolicies(actions, ops_per_sub_policy)]
 
 
 def _policy_names(actions: torch.Tensor, ops_per_sub_policy: int) -> list[list[list[tuple[str, int]]]]:
     """Human-readable decisions for the records: [[("Rotate", 7), ("Invert", 2)], ...] per policy."""
-    from hpcaug.ops.table import OPS
     return [[[(OPS[o].name, b) for o, b in sub] for sub in subs]
             for subs in actions_to_subpolicies(actions, ops_per_sub_policy)]
 
 
 def read_epoch_records(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The per-epoch records of an AdvAA run (``<run>/advaa/epochs.jsonl``), oldest first."""
-    path = Path(run_dir) / "advaa" / RECORDS
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return RunDir(run_dir).read_advaa_records()
 
 
-class AdvAAHooks:
+class AdvAAHooks(TrainHooks):
     """Training-loop hooks that run the AdvAA controller (``hpcaug.train.loop.train(hooks=...)``).
 
     - ``on_epoch_start(e)``: rank 0 samples M policies (generator seeded by train.seed and
@@ -121,16 +118,16 @@ class AdvAAHooks:
     - ``on_step(per_sample_loss, batch)``: adds each sample's loss to its policy's sum
       (``batch.copy_ids``); no synchronisation per step.
     - ``on_epoch_end(e, metrics)``: allreduce the sums and counts, mean -> normalise ->
-      REINFORCE step (Adam, entropy bonus), rank 0 appends the record.
+      REINFORCE step (Adam, entropy bonus), rank 0 appends the record (also in ``last_record``).
     - ``state_dict()`` / ``load_state_dict()``: controller, optimiser, the epoch's
       decisions and its partial loss sums (mid-epoch checkpoints), no collectives.
     """
 
-    def __init__(self, cfg: Config, dist: Any, run_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, cfg: Config, dist: Dist, run_dir: str | os.PathLike[str]) -> None:
         validate_advaa_config(cfg)
         self.cfg = cfg
         self.dist = dist
-        self.records_dir = Path(run_dir) / "advaa"
+        self.rd = RunDir(run_dir)
         self.m = cfg.advaa.num_policies
         self.controller = build_controller(cfg)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=cfg.advaa.lr)
@@ -143,30 +140,15 @@ class AdvAAHooks:
         self.last_record: dict[str, Any] | None = None
 
     # -- distribution helpers ------------------------------------------------------------
-    @property
-    def _is_root(self) -> bool:
-        return bool(getattr(self.dist, "is_root", True)) if self.dist is not None else True
-
-    @property
-    def _world(self) -> int:
-        return int(getattr(self.dist, "size", 1)) if self.dist is not None else 1
-
     def _broadcast(self, obj: Any, name: str) -> Any:
-        if self.dist is None or self._world == 1:
-            return obj
-        return self.dist.broadcast_object(obj if self._is_root else None, name=name)
-
-    def _allreduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        if self.dist is None or self._world == 1:
-            return t
-        return _allreduce(self.dist, t)
+        return self.dist.broadcast_object(obj if self.dist.is_root else None, name=name)
 
     def _sync_from_root(self) -> None:
         """Once per process: every rank takes rank 0's controller/optimiser (fresh or resumed)."""
         if self._synced:
             return
         self._synced = True
-        if self._world == 1:
+        if self.dist.size == 1:
             return
         state = self._broadcast({"controller": self.controller.state_dict(),
                                  "optimizer": self.optimizer.state_dict(),
@@ -174,7 +156,7 @@ class AdvAAHooks:
         self.controller.load_state_dict(state["controller"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.actions = state["epoch"], state["actions"]
-        if not self._is_root:
+        if not self.dist.is_root:
             # The checkpoint's partial sums are rank 0's; other ranks restart theirs at 0 so
             # no sample is counted twice after the allreduce.
             self.loss_sum.zero_()
@@ -186,7 +168,7 @@ class AdvAAHooks:
         self._sync_from_root()
         if self.epoch != epoch or self.actions is None:
             actions = None
-            if self._is_root:
+            if self.dist.is_root:
                 g = torch.Generator().manual_seed(_epoch_seed(self.cfg.train.seed, epoch))
                 with torch.no_grad():
                     actions = self.controller.sample(self.m, g).actions
@@ -219,13 +201,13 @@ class AdvAAHooks:
             self.count += s[1]
             self._pending = None
 
-    def on_epoch_end(self, epoch: int, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Allreduce the per-policy losses, take the REINFORCE step, record the epoch."""
+    def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> None:
+        """Allreduce the per-policy losses, take the REINFORCE step, record the epoch (last_record)."""
         self._fold()
         if self.actions is None or self.epoch != epoch:
             raise RuntimeError(f"AdvAAHooks.on_epoch_end({epoch}) without on_epoch_start({epoch}): "
                                "the training loop must call on_epoch_start at every epoch start")
-        totals = self._allreduce_sum(torch.stack([self.loss_sum, self.count]))
+        totals = self.dist.allreduce(torch.stack([self.loss_sum, self.count]), op="sum")  # float64 kept
         loss_sum, count = totals[0], totals[1]
         if bool((count == 0).any()):
             raise RuntimeError(f"AdvAA epoch {epoch}: no samples seen for policies "
@@ -248,22 +230,20 @@ class AdvAAHooks:
             "log_prob": sample.log_prob.detach().tolist(),
             "entropy": float(sample.entropy.detach().mean()),
             "controller_loss": float(loss.detach()),
-            "train": {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str))},
+            "train": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
         }
         self.last_record = record
-        if self._is_root:
+        if self.dist.is_root:
             self._append_record(record)
         # Sums are consumed; a checkpoint taken after this point resumes at the next epoch.
         self.loss_sum.zero_()
         self.count.zero_()
         self.epoch, self.actions = None, None
-        return record
 
     def _append_record(self, record: dict[str, Any]) -> None:
         """Rewrite epochs.jsonl atomically, dropping lines of this epoch or later (a rerun after a kill)."""
-        path = self.records_dir / RECORDS
-        kept = [r for r in read_epoch_records(self.records_dir.parent) if r["epoch"] < record["epoch"]]
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept + [record]))
+        kept = [r for r in self.rd.read_advaa_records() if r["epoch"] < record["epoch"]]
+        atomic_write_text(self.rd.advaa_records, "".join(json.dumps(r) + "\n" for r in kept + [record]))
 
     # -- checkpoint ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -297,16 +277,11 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63 - 1)
 
 
-def _allreduce(dist: Any, t: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks via the train package's Dist.allreduce (float64 kept)."""
-    return dist.allreduce(t, op="sum")
-
-
 @dataclass
 class AdvAAResult:
     """What ``run_advaa`` returns: the training result and where the AdvAA records are."""
 
-    train: Any  # hpcaug.train.loop.TrainResult
+    train: TrainResult
     records: Path  # <run>/advaa/epochs.jsonl
     policies: Path  # <run>/advaa/last_policies.json: the last epoch's M policies (JSON)
     history: list[dict[str, Any]] = field(default_factory=list)  # the epoch records (all epochs, resumed too)
@@ -314,7 +289,7 @@ class AdvAAResult:
     last_record: dict[str, Any] | None = None  # this process's last epoch record (None if nothing ran)
 
 
-def run_advaa(cfg: Config, run_dir: str | os.PathLike[str], *, dist: Any = None) -> AdvAAResult:
+def run_advaa(cfg: Config, run_dir: str | os.PathLike[str], *, dist: Dist | None = None) -> AdvAAResult:
     """The ``advaa`` stage: one joint training run (target network + controller), resumable.
 
     Runs on every rank of a Horovod / torch.distributed job (srun, horovodrun) or in one
@@ -322,36 +297,26 @@ def run_advaa(cfg: Config, run_dir: str | os.PathLike[str], *, dist: Any = None)
     last_policies.json. ``dist``: an initialised ``hpcaug.train.dist.Dist`` (default: init_dist).
     """
     validate_advaa_config(cfg)
-    from hpcaug.train.dist import init_dist
-    from hpcaug.train.loop import train
-
-    run = Path(run_dir)
+    rd = RunDir(run_dir)
     dist = dist or init_dist(cfg.dist)
-    hooks = AdvAAHooks(cfg, dist, run)
-    out = run / "advaa"
-    if getattr(dist, "is_root", True):
-        out.mkdir(parents=True, exist_ok=True)
-        if not (run / "config.json").exists():
-            atomic_write_text(run / "config.json", cfg.to_json())
+    hooks = AdvAAHooks(cfg, dist, rd.root)
+    if dist.is_root:
+        rd.advaa_dir.mkdir(parents=True, exist_ok=True)
+        if not rd.config_path.exists():
+            atomic_write_text(rd.config_path, cfg.to_json())
     # The loop calls on_epoch_start before every epoch (including the first and a resumed
     # one); these initial policies only size the loader (M entries).
     initial = _placeholder_policies(cfg)
-    result = train(cfg, out, initial, epochs=cfg.train.epochs, hooks=hooks, dist=dist)
-    policies_path = out / "last_policies.json"
-    records = read_epoch_records(run)
-    if getattr(dist, "is_root", True) and records:
+    result = train(cfg, rd.advaa_dir, initial, epochs=cfg.train.epochs, hooks=hooks, dist=dist)
+    records = rd.read_advaa_records()
+    if dist.is_root and records:
         last = records[-1]
         pols = policies_from_actions(torch.tensor(last["actions"]), cfg.advaa.ops_per_sub_policy)
-        atomic_write_text(policies_path, json.dumps(
-            {"epoch": last["epoch"], "policies": [json.loads(_to_json(p)) for p in pols]}, indent=1))
-    return AdvAAResult(train=result, records=out / RECORDS, policies=policies_path, history=records,
+        atomic_write_text(rd.advaa_policies, json.dumps(
+            {"epoch": last["epoch"], "policies": [p.to_dict() for p in pols]}, indent=1))
+    return AdvAAResult(train=result, records=rd.advaa_records, policies=rd.advaa_policies, history=records,
                        controller={k: v.detach().clone() for k, v in hooks.controller.state_dict().items()},
                        last_record=hooks.last_record)
-
-
-def _to_json(policy: Any) -> str:
-    s = policy.to_json()
-    return s if isinstance(s, str) else json.dumps(s)
 
 
 def _placeholder_policies(cfg: Config) -> list[Any]:

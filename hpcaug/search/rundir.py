@@ -14,7 +14,9 @@ Layout (R = cfg.run_path); `RunDir` names each path once, everything else asks i
     R/jobs/<key>/<job id>.json         every SLURM submission of a step (resume, no duplicates, status)
     R/logs/                            submitit logs
     R/report/                          hpcaug.report's output
-    R/advaa/                           an AdvAA run's records (instead of shared/ and rounds/)
+    R/advaa/checkpoint.pt              an AdvAA run (instead of shared/ and rounds/): its training,
+    R/advaa/epochs.jsonl               one record per epoch (policies, losses, rewards, entropy),
+    R/advaa/last_policies.json         the last recorded epoch's M policies
 
 Every file is written atomically (temp file in the same directory + os.replace), so a reader
 sees either nothing or a whole file, and a killed writer leaves no half file behind.
@@ -27,9 +29,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -183,6 +186,23 @@ class RunDir:
     def advaa_dir(self) -> Path:
         """An AdvAA run's records and checkpoint (hpcaug.search.advaa) instead of shared/ and rounds/."""
         return self.root / "advaa"
+
+    @property
+    def advaa_records(self) -> Path:
+        """One JSON line per finished AdvAA epoch, oldest first."""
+        return self.advaa_dir / "epochs.jsonl"
+
+    @property
+    def advaa_policies(self) -> Path:
+        """The last recorded epoch's M policies (JSON)."""
+        return self.advaa_dir / "last_policies.json"
+
+    def read_advaa_records(self) -> list[dict[str, Any]]:
+        """The per-epoch records of an AdvAA run, oldest first ([] before the first epoch ends)."""
+        path = self.advaa_records
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def checkpoint_in(self, stage_dir: Path) -> Path:
         """The checkpoint train() keeps in a stage's directory while it runs."""

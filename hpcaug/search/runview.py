@@ -189,7 +189,7 @@ class AdvAARun:
 
     rd: RunDir
     config: dict[str, Any]
-    records: list[dict[str, Any]]  # the epoch records (hpcaug.search.advaa.read_epoch_records)
+    records: list[dict[str, Any]]  # the epoch records (RunDir.read_advaa_records)
     records_mtime: float | None
     config_mtime: float
     jobs: dict[str, list[dict[str, Any]]]
@@ -250,10 +250,8 @@ def read_run(run_dir: str | os.PathLike[str]) -> AWSRun | AdvAARun:
         raise _not_a_run(rd.root, "no readable config.json")
     jobs = rd.all_job_records()
     if rd.advaa_dir.is_dir():
-        from hpcaug.search.advaa import RECORDS, read_epoch_records
-
-        records = read_epoch_records(rd.root)
-        return AdvAARun(rd, config, records, _mtime(rd.advaa_dir / RECORDS), _mtime(rd.config_path) or 0.0, jobs)
+        return AdvAARun(rd, config, rd.read_advaa_records(), _mtime(rd.advaa_records), _mtime(rd.config_path) or 0.0,
+                        jobs)
     if not rd.rounds_dir.is_dir() and not rd.shared_dir.is_dir():
         raise _not_a_run(rd.root, "config.json but neither rounds/ nor shared/ nor advaa/")
     rounds = [st for st in (_read_round(rd, r) for r in rd.round_indices())
