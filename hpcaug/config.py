@@ -14,9 +14,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -82,13 +83,15 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.backend in ("dali", "torch"), f"data.backend must be 'dali' or 'torch', got {self.backend!r}")
-        _check(self.on_corrupt in ("error", "skip"), f"data.on_corrupt must be 'error' or 'skip', got {self.on_corrupt!r}")
+        _check(self.on_corrupt in ("error", "skip"),
+               f"data.on_corrupt must be 'error' or 'skip', got {self.on_corrupt!r}")
         _check_ranges("data", self, image_size=">= 1", val_resize=">= 1", crop_scale="(0, 1]", color_jitter=">= 0",
                       mean="[0, 255]", std="> 0", batch_size=">= 1", workers=">= 1", read_ahead=">= 0",
                       seed=">= 0")
         _check(self.val_resize >= self.image_size,
                f"data.val_resize ({self.val_resize}) must be >= data.image_size ({self.image_size})")
-        _check(self.crop_scale[0] <= self.crop_scale[1], f"data.crop_scale must be [lo, hi] with lo <= hi, got {self.crop_scale}")
+        _check(self.crop_scale[0] <= self.crop_scale[1],
+               f"data.crop_scale must be [lo, hi] with lo <= hi, got {self.crop_scale}")
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.model in MODELS, f"train.model must be one of {MODELS}, got {self.model!r}")
-        _check(self.schedule in ("cosine", "constant"), f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        _check(self.schedule in ("cosine", "constant"),
+               f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         _check_ranges("train", self, epochs=">= 1", lr="> 0", lr_ref_batch=">= 1", warmup_epochs=">= 0",
                       momentum="[0, 1)", weight_decay=">= 0", label_smoothing="[0, 1)", seed=">= 0",
                       steps_per_epoch=">= 0", log_interval=">= 1", checkpoint_every_steps=">= 0",
@@ -154,13 +158,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DistConfig:
-    backend: str = "auto"  # auto (horovod if importable and launched with > 1 rank, else single) | horovod | torch | single
+    # auto (horovod if importable and launched with > 1 rank, else single) | horovod | torch | single
+    backend: str = "auto"
     compression: str = "none"  # none | fp16: gradients travel as float16 in the allreduce (Horovod and DDP)
 
     def __post_init__(self) -> None:
         _check(self.backend in ("auto", "horovod", "torch", "single"),
                f"dist.backend must be auto|horovod|torch|single, got {self.backend!r}")
-        _check(self.compression in ("none", "fp16"), f"dist.compression must be 'none' or 'fp16', got {self.compression!r}")
+        _check(self.compression in ("none", "fp16"),
+               f"dist.compression must be 'none' or 'fp16', got {self.compression!r}")
 
 
 @dataclass(frozen=True)
@@ -196,7 +202,8 @@ class AWSConfig:
                f"aws.parametrisation must be 'joint' or 'factorised', got {self.parametrisation!r}")
         for key, valid in (("trajectory", TRAJECTORY_DESIGNS), ("baseline", BASELINES),
                            ("result_policy", RESULT_RULES)):
-            _check(getattr(self, key) in valid, f"aws.{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
+            _check(getattr(self, key) in valid,
+                   f"aws.{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
         _check_ranges("aws", self, shared_epochs=">= 1", finetune_epochs=">= 1", finetune_lr="> 0", reward_top_k=">= 1",
                       rounds=">= 1", trajectories_per_round=">= 1", quorum="(0, 1]", policy_lr="> 0",
                       policy_lr_warmup_rounds=">= 0", adam_betas="[0, 1)", ppo_clip="(0, 1)", ppo_epochs=">= 1",
@@ -246,7 +253,8 @@ class ClusterConfig:
     setup: tuple[str, ...] = ()  # shell lines run before the job (module load ..., source venv)
 
     def __post_init__(self) -> None:
-        _check(self.executor in ("slurm", "local", "inline"), f"cluster.executor must be slurm|local|inline, got {self.executor!r}")
+        _check(self.executor in ("slurm", "local", "inline"),
+               f"cluster.executor must be slurm|local|inline, got {self.executor!r}")
         # checked here, not by sbatch: a bad value would otherwise fail half-way through a chain
         _check_ranges("cluster", self, nodes=">= 1", gpus_per_node=">= 0", cpus_per_task=">= 1", mem_gb=">= 0",
                       finetune_gpus=">= 0", array_parallelism=">= 0", time_shared=">= 1", time_finetune=">= 1",
@@ -275,7 +283,7 @@ class Config:
     def run_path(self) -> Path:
         return Path(self.run_dir or os.path.join("runs", self.name))
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         """Copy with top-level or dotted changes: cfg.replace(**{"train.lr": 0.1})."""
         return from_dict(_merge(to_dict(self), _dotted_to_nested(changes)))
 
@@ -319,7 +327,7 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
         f = known[name]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, f"{where}{name}.")
         elif isinstance(default, tuple):
@@ -354,7 +362,7 @@ def _tuple(default: tuple[Any, ...], value: Any, key: str) -> tuple[Any, ...]:
         return items
     if len(items) != len(default):
         raise ValueError(f"{key} must be a list of {len(default)} numbers, got {value!r}")
-    return tuple(_number(d, v, f"{key}[{i}]") for i, (d, v) in enumerate(zip(default, items)))
+    return tuple(_number(d, v, f"{key}[{i}]") for i, (d, v) in enumerate(zip(default, items, strict=True)))
 
 
 def _yaml_number(value: Any) -> Any:

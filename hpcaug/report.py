@@ -22,13 +22,19 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+import numpy as np
 import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe inside a search process
 
 from hpcaug._atomic import atomic_write_bytes
+from hpcaug.ops.spaces import AWS_SPACE
+from hpcaug.ops.table import NUM_BINS, OP_NAMES
 from hpcaug.search.evidence import element_evidence, movers
 from hpcaug.search.jobs import stage_resources
 from hpcaug.search.operations import aws_probabilities, element_names, top_operations
@@ -104,8 +110,6 @@ def _sacct_stage_times(run: AWSRun, acct: Accounting) -> list[StageTime]:
 
 # ------------------------------------------------------------------------------------------ plotting
 def _figure(w: float, h: float) -> Any:
-    from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe inside a search process
-
     return Figure(figsize=(w, h), dpi=100, layout="constrained")
 
 
@@ -117,16 +121,12 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _colors(n: int) -> list[Any]:
-    from matplotlib import colormaps
-
     maps = [colormaps["tab20"], colormaps["tab20b"], colormaps["tab20c"]]
     return [maps[(i // 20) % 3](i % 20) for i in range(n)]
 
 
 def _ramp(n: int) -> list[Any]:
     """n colours from mild to strong (magnitude bins)."""
-    from matplotlib import colormaps
-
     return [colormaps["viridis"](i / max(1, n - 1)) for i in range(n)]
 
 
@@ -153,8 +153,6 @@ def plot_heatmap(run: AWSRun, path: Path) -> Path | None:
 
 def plot_marginal(run: AWSRun, path: Path) -> Path | None:
     """Stacked area of the first element's marginal over rounds (AWS figure 6)."""
-    import numpy as np
-
     thetas = run.thetas()
     if not thetas:
         return None
@@ -179,8 +177,6 @@ def plot_marginal(run: AWSRun, path: Path) -> Path | None:
 
 def plot_rewards(run: AWSRun, path: Path) -> Path | None:
     """Rewards per round (each trajectory, mean, +-1 std, min-max) and the EMA baseline."""
-    import numpy as np
-
     rows = [(r.index, r.rewards, r.update) for r in run.rounds if r.rewards]
     if not rows:
         return None
@@ -214,8 +210,6 @@ def plot_rewards(run: AWSRun, path: Path) -> Path | None:
 
 def plot_entropy(run: AWSRun, path: Path) -> Path | None:
     """Entropy of p_theta of every round, with the uniform maximum log(1296)."""
-    from hpcaug.ops.spaces import AWS_SPACE
-
     thetas = run.thetas()
     if not thetas:
         return None
@@ -236,10 +230,6 @@ def plot_entropy(run: AWSRun, path: Path) -> Path | None:
 
 def advaa_frequencies(records: Sequence[dict[str, Any]]) -> tuple[list[int], Any, Any]:
     """(epochs, op share [16, E], magnitude share [10, E]) over every (op, magnitude) the M policies chose."""
-    import numpy as np
-
-    from hpcaug.ops.table import NUM_BINS, OP_NAMES
-
     idx = {n: i for i, n in enumerate(OP_NAMES)}
     ops = np.zeros((len(OP_NAMES), len(records)))
     mags = np.zeros((NUM_BINS, len(records)))
@@ -256,8 +246,6 @@ def advaa_frequencies(records: Sequence[dict[str, Any]]) -> tuple[list[int], Any
 
 def _smooth(x: Any, window: int) -> Any:
     """Mean over the last `window` epochs (AdvAA figure 6 averages every five)."""
-    import numpy as np
-
     if window <= 1:
         return x
     c = np.cumsum(np.pad(x, ((0, 0), (1, 0))), axis=1)
@@ -268,10 +256,6 @@ def _smooth(x: Any, window: int) -> Any:
 
 def plot_advaa(run: AdvAARun, out: Path, window: int) -> list[Path]:
     """AdvAA figure 6: op and magnitude percentages over epochs; plus per-policy losses and entropy."""
-    import numpy as np
-
-    from hpcaug.ops.table import NUM_BINS, OP_NAMES
-
     if not run.records:
         return []
     epochs, ops, mags = advaa_frequencies(run.records)
@@ -279,7 +263,8 @@ def plot_advaa(run: AdvAARun, out: Path, window: int) -> list[Path]:
     paths = []
     for name, data, labels, title in (
             ("advaa_ops.png", ops, list(OP_NAMES), "Operations"),
-            ("advaa_magnitudes.png", mags, [str(b) for b in range(NUM_BINS)], "Magnitudes (0 = mildest, 9 = strongest)")):
+            ("advaa_magnitudes.png", mags, [str(b) for b in range(NUM_BINS)],
+             "Magnitudes (0 = mildest, 9 = strongest)")):
         fig = _figure(11, 5.5)
         ax = fig.add_subplot()
         d = 100 * _smooth(data, w)
@@ -356,8 +341,6 @@ def _aws_state(run: AWSRun) -> list[str]:
 
 
 def _aws_top(run: AWSRun, top_k: int) -> list[str]:
-    from hpcaug.ops.spaces import AWS_SPACE
-
     thetas = run.thetas()
     if not thetas:
         return []
@@ -368,12 +351,13 @@ def _aws_top(run: AWSRun, top_k: int) -> list[str]:
              "| rank | operation | first element | second element | probability | x uniform |",
              "|---:|---:|---|---|---:|---:|"]
     for i, op in enumerate(top_operations(theta, run.parametrisation, top_k), 1):
-        lines.append(f"| {i} | {op.index} | {op.first} | {op.second} | {op.probability:.5f} | {op.probability * n:.2f} |")
+        lines.append(f"| {i} | {op.op_index} | {op.first} | {op.second} | {op.probability:.5f} "
+                     f"| {op.probability * n:.2f} |")
     marg = aws_probabilities(theta, run.parametrisation).sum(1)
     names = element_names()
     order = torch.argsort(marg, descending=True)[:5].tolist()
-    return lines + ["", "First-element marginal, top 5: " + ", ".join(f"{names[i]} {float(marg[i]):.4f}" for i in order),
-                    ""]
+    top5 = ", ".join(f"{names[i]} {float(marg[i]):.4f}" for i in order)
+    return lines + ["", f"First-element marginal, top 5: {top5}", ""]
 
 
 def _aws_movers(run: AWSRun, k: int = 6) -> list[str]:
@@ -398,8 +382,6 @@ def _aws_movers(run: AWSRun, k: int = 6) -> list[str]:
 
 
 def _aws_rewards(run: AWSRun) -> list[str]:
-    import numpy as np
-
     rows = [r for r in run.rounds if r.rewards]
     if not rows:
         return []
@@ -444,10 +426,6 @@ def _aws_times(run: AWSRun, acct: Accounting | None) -> list[str]:
 
 
 def _advaa_summary(run: AdvAARun, images: list[Path], top_k: int) -> str:
-    import numpy as np
-
-    from hpcaug.ops.table import OP_NAMES
-
     name = run.name
     lines = [f"# Search report: {run.root.name} (Adversarial AutoAugment)", "",
              f"- config: `{name}`",
@@ -459,7 +437,8 @@ def _advaa_summary(run: AdvAARun, images: list[Path], top_k: int) -> str:
         share = ops.mean(1)
         order = [j for j in np.argsort(-share, kind="stable")[:top_k] if share[j] > 0]
         n = min(5, len(run.records))
-        lines += [f"## Top {len(order)} operations over the last {n} epochs", "", "| rank | op | share |", "|---:|---|---:|"]
+        lines += [f"## Top {len(order)} operations over the last {n} epochs", "", "| rank | op | share |",
+                  "|---:|---|---:|"]
         lines += [f"| {i} | {OP_NAMES[j]} | {100 * share[j]:.1f}% |" for i, j in enumerate(order, 1)]
         lines += ["", "Magnitude shares over the same epochs: "
                   + ", ".join(f"{b}: {100 * m:.1f}%" for b, m in enumerate(mags.mean(1))), ""]
@@ -484,8 +463,6 @@ def _advaa_summary(run: AdvAARun, images: list[Path], top_k: int) -> str:
 
 
 def _rounds_csv(run: AWSRun) -> str:
-    import numpy as np
-
     out = ["round,rewards,mean,std,min,max,baseline_used,baseline,entropy,kl,ppo_epochs"]
     for r in run.rounds:
         v = np.array(r.rewards) if r.rewards else np.array([np.nan])

@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hpcaug.search.queue import Accounting, JobState, account
 from hpcaug.search.rundir import format_duration, format_ranges
@@ -112,7 +112,8 @@ def _current_round(run: AWSRun, cur: RoundState, acct: Accounting | None, stoppe
     t, quorum, r = run.trajectories_per_round, run.quorum, cur.index
     missing = [i for i in run.round_trajectories(r) if i not in cur.results]
     tasks = _task_states(run, r, acct) if acct is not None else {}
-    by = {kind: [m for m in missing if m in tasks and getattr(tasks[m], kind)] for kind in ("failed", "running", "waiting")}
+    by = {kind: [m for m in missing if m in tasks and getattr(tasks[m], kind)]
+          for kind in ("failed", "running", "waiting")}
     state = ("stopped" if stopped else "waiting for the update" if not missing
              else "running" if cur.results or by["running"] else "started")
     lines = [f"  round {r}: {state}: {len(cur.results)}/{t} results (the update needs {quorum})"
@@ -226,7 +227,8 @@ def _advaa_status(run: AdvAARun, acct: Accounting | None, now: float) -> list[st
         walls = [w for w in walls if w > 0]
         if walls and n < total:
             eta = sum(walls) / len(walls) * (total - n)
-            lines.append(f"ETA: {total - n} epochs x mean recorded epoch time {format_duration(sum(walls) / len(walls))} "
+            mean = format_duration(sum(walls) / len(walls))
+            lines.append(f"ETA: {total - n} epochs x mean recorded epoch time {mean} "
                          f"(training only, validation not counted) = about {format_duration(eta)} more, around "
                          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(now + eta))}")
     return lines

@@ -10,6 +10,9 @@
 
 Everything is validated (config, data dir, policies, array range, SLURM reachable) before a job
 is submitted. See docs/search.md.
+
+hpcaug.search, hpcaug.status and hpcaug.report import torch (~2 s): they are imported inside the
+functions that run a command, so `--help` and a usage error answer in a fraction of a second.
 """
 from __future__ import annotations
 
@@ -19,13 +22,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from hpcaug.config import Config, load_config
-from hpcaug.policy_names import policy_arg
+from hpcaug.policy_names import is_policy_file, policy_arg
 
-if TYPE_CHECKING:  # the search modules import torch: loaded when a command needs them
+if TYPE_CHECKING:  # the search modules import torch: see the module docstring
     from hpcaug.search.jobs import Step
     from hpcaug.search.rundir import RunDir
 
@@ -56,17 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
 def validate(cfg: Config, stage: str, ids: Sequence[int] | None, round_: int | None, policy: str | None) -> None:
     """Fail before anything is submitted: data dir, policies, array range, round, cluster.
     (Every config value was range-checked when the config loaded: hpcaug/config.py.)"""
-    from hpcaug.search.jobs import check_array
+    from hpcaug.search.jobs import check_array  # torch: see the module docstring
 
     if round_ is not None and stage not in ("finetune", "update"):
         raise ValueError(f"--round is for --stage finetune or update, not {stage}")
     if stage == "advaa":
-        from hpcaug.search.advaa import validate_advaa_config
+        from hpcaug.search.advaa import validate_advaa_config  # the training stack: only for --stage advaa
 
         validate_advaa_config(cfg)  # else the job itself would refuse, after its submission
     if stage in ("shared", "finetune", "final", "search", "advaa"):
         check_data(cfg)
-    if cfg.augment.policy.endswith(".json") and stage in ("search", "final", "advaa"):
+    if is_policy_file(cfg.augment.policy) and stage in ("search", "final", "advaa"):
         check_policy(cfg.augment.policy, "augment.policy")
     if policy is not None:
         check_policy(policy, "--policy")
@@ -90,9 +94,9 @@ def check_data(cfg: Config) -> None:
 
 
 def check_policy(spec: str, where: str) -> None:
-    if spec.endswith(".json") and not Path(spec).is_file():
+    if is_policy_file(spec) and not Path(spec).is_file():
         raise ValueError(f"{where}: policy file {spec!r} not found")
-    from hpcaug.ops.policy import load_policy  # imports torch: only when a policy is checked
+    from hpcaug.ops.policy import load_policy  # torch: see the module docstring
 
     try:
         load_policy(spec)
@@ -114,7 +118,7 @@ def check_slurm() -> None:
 def _progress_printer(rd: RunDir) -> Callable[..., None]:
     """A callback that prints each new event of the run dir (shared done, fine-tunes of a round,
     an update, final done) once, read through hpcaug.search.runview."""
-    from hpcaug.search.operations import top_operations
+    from hpcaug.search.operations import top_operations  # torch: see the module docstring
     from hpcaug.search.runview import AWSRun, read_run
 
     t0 = time.time()
@@ -156,7 +160,7 @@ def _progress_printer(rd: RunDir) -> Callable[..., None]:
 def print_summary(rd: RunDir, k: int = 10) -> None:
     """The searched policy (policy.json: its top-k operations and why it is that theta), what moved
     it (elements that gained / lost mass and the rewards behind them), the final accuracy."""
-    from hpcaug.ops.policy import AWSPolicy, load_policy
+    from hpcaug.ops.policy import AWSPolicy, load_policy  # torch: see the module docstring
     from hpcaug.search.evidence import movers_lines
     from hpcaug.search.operations import top_operations
     from hpcaug.search.runview import AWSRun, read_run
@@ -198,17 +202,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from hpcaug.search import aws, jobs
-    from hpcaug.search.rundir import RunDir
-
     if args.status:  # needs only the run dir: hpcaug.status reads it (and sacct when reachable)
-        from hpcaug.status import run_status
+        from hpcaug.status import run_status  # torch: see the module docstring
 
         print(run_status(args.status))
         return 0
     if not args.stage or not args.config:
         raise ValueError("--stage and --config are required (or --status RUN_DIR)")
     cfg = load_config(args.config, args.set)
+    from hpcaug.search import aws, jobs  # torch: see the module docstring
+    from hpcaug.search.rundir import RunDir
+    from hpcaug.status import run_status
+
     if args.executor:
         cfg = cfg.replace(**{"cluster.executor": args.executor})
     ids, throttle = (None, 0)
@@ -224,8 +229,6 @@ def _main(args: argparse.Namespace) -> int:
         step = jobs.Step("advaa")
         return _execute(cfg, None, [step], args, throttle)
     if args.stage == "status":
-        from hpcaug.status import run_status
-
         rd = RunDir(cfg.run_path)
         rd.check_exists()
         print(run_status(rd.root))
@@ -245,7 +248,7 @@ def _main(args: argparse.Namespace) -> int:
     rc = _execute(cfg, rd, steps, args, throttle)
     if args.stage == "search" and rc == 0:
         print_summary(rd)
-        from hpcaug.report import write_report
+        from hpcaug.report import write_report  # matplotlib: only once a search has finished
 
         print(f"report: {write_report(rd.root)}")
     elif args.stage == "finetune" and steps and steps[-1].kind == "finetune" and rc == 0:
@@ -257,7 +260,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def _plan(cfg: Config, rd: RunDir, args: argparse.Namespace, ids: list[int] | None) -> list[Step]:
     """The steps `--stage` still has to run in this run dir (none when it is done)."""
-    from hpcaug.search import aws, jobs
+    from hpcaug.search import aws, jobs  # torch: see the module docstring
 
     if args.stage == "search":
         return jobs.plan_search(cfg, rd)
@@ -279,7 +282,7 @@ def _plan(cfg: Config, rd: RunDir, args: argparse.Namespace, ids: list[int] | No
 
 
 def _execute(cfg: Config, rd: RunDir | None, steps: list[Step], args: argparse.Namespace, throttle: int) -> int:
-    from hpcaug.search import jobs
+    from hpcaug.search import jobs  # torch: see the module docstring
     from hpcaug.search.rundir import RunDir
 
     if rd is None:  # advaa: its own directory under the run path

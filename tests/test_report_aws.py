@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -124,7 +125,7 @@ def test_summary_numbers_match_the_run_dir(aws_run: tuple[Path, Config], tmp_pat
     p = AWSPolicy(rd.theta(3)).probs()
     vals, idx = torch.topk(p, 5)
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()]
-    for rank, (v, i) in enumerate(zip(vals.tolist(), idx.tolist()), 1):
+    for rank, (v, i) in enumerate(zip(vals.tolist(), idx.tolist(), strict=True), 1):
         e1, e2 = AWS_SPACE.operation(i)
         cells = [c.strip() for c in rows[rank - 1].split("|")[1:-1]]
         assert cells[:4] == [str(rank), str(i), e1.name, e2.name]
@@ -216,5 +217,5 @@ def test_factorised_parametrisation(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     p = AWSPolicy(theta, "factorised").probs()
     assert aws_probabilities(theta, "factorised").flatten().allclose(p)
     top = top_operations(theta, "factorised", 3)
-    assert [t.index for t in top] == torch.topk(p, 3).indices.tolist()
+    assert [t.op_index for t in top] == torch.topk(p, 3).indices.tolist()
     assert "parametrisation `factorised`" in md.read_text()

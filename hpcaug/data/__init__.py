@@ -16,4 +16,5 @@ from ._common import Batch, CorruptImageError
 from ._torch import LoaderTimeoutError
 from .loaders import TrainLoader, ValLoader, build_train_loader, build_val_loader
 
-__all__ = ["Batch", "CorruptImageError", "LoaderTimeoutError", "TrainLoader", "ValLoader", "build_train_loader", "build_val_loader"]
+__all__ = ["Batch", "CorruptImageError", "LoaderTimeoutError", "TrainLoader", "ValLoader", "build_train_loader",
+           "build_val_loader"]

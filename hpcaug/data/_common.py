@@ -7,9 +7,10 @@ import functools
 import os
 import warnings
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,7 +135,7 @@ class ImageReader:
         results = list(self._pool.map(self._read, rows.tolist()))
         keep: list[int] = []
         bufs: list[np.ndarray] = []
-        for row, (buf, why) in zip(rows.tolist(), results):
+        for row, (buf, why) in zip(rows.tolist(), results, strict=True):
             if why is not None or buf is None:
                 self.fail(row, why or "unreadable")
                 continue

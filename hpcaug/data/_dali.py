@@ -5,26 +5,33 @@ checks them, samples the step's programs and feeds encoded bytes + labels + prog
 pipeline through one external_source. DALI decodes, crops, flips, colour-jitters, applies
 the programs (hpcaug.ops.dali_backend) and normalises. Labels, choices and rows travel
 through the pipeline beside the images, so they cannot get out of step with them.
+
+DALI (nvidia.dali, and hpcaug.ops.dali_backend, which imports it) is imported inside the
+functions that build or read a pipeline: it is an optional extra (`hpcaug[dali]`) and takes
+~0.7 s to import, and hpcaug.data imports this module for every loader, torch backend too.
 """
 from __future__ import annotations
 
 import collections
 import warnings
 import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from torchvision.io import ImageReadMode, decode_image
 
 from hpcaug.config import Config
+from hpcaug.ops.table import op_id
 
 from ._common import Batch, CorruptImageError, LoaderBase, StepInput, StepReader, TrainPolicies, policy_steps, to_device
 from .index import SplitList
 
 __all__ = ["DaliTrainLoader", "DaliValLoader", "decode_device", "pipelines_alive"]
 
-_WITH_PIPELINE: "weakref.WeakSet[_DaliLoader]" = weakref.WeakSet()
+_WITH_PIPELINE: weakref.WeakSet[_DaliLoader] = weakref.WeakSet()
 
 
 def pipelines_alive() -> bool:
@@ -66,7 +73,7 @@ def _to_torch(tl: Any, device: torch.device) -> torch.Tensor:
     """A dense DALI TensorList -> a torch tensor of its own (copied): a GPU list (images with
     `mixed` decode) on `device`, copied on torch's current stream without a host sync; a CPU
     list (labels etc., all outputs in CPU mode) on the CPU."""
-    from nvidia.dali.backend import TensorListGPU
+    from nvidia.dali.backend import TensorListGPU  # DALI: see the module docstring
     from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
     t = tl.as_tensor()
@@ -97,7 +104,7 @@ class _Format:
     hints: dict[str, int] = field(default_factory=dict)
 
     def normalize(self, x: Any, **kw: Any) -> Any:
-        from nvidia.dali import fn, types
+        from nvidia.dali import fn, types  # DALI: see the module docstring
 
         return fn.crop_mirror_normalize(x, dtype=types.FLOAT16 if self.fp16 else types.FLOAT,
                                         output_layout="HWC" if self.hwc else "CHW", **kw)
@@ -111,7 +118,7 @@ def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, frozens
                     **kw: Any) -> Any:
     """The train pipeline: decode -> per copy (random resized crop, colour, program, flip +
     normalise). `steps[m]` = (K, the ops policy m can emit) of copy m's programs, None for none."""
-    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali import fn, pipeline_def, types  # DALI: see the module docstring
 
     d = cfg.data
     copies = len(steps)
@@ -143,11 +150,12 @@ def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, frozens
                 x = fn.color_twist(x, brightness=fn.random.uniform(range=[lo, hi]),
                                    contrast=fn.random.uniform(range=[lo, hi]),
                                    saturation=fn.random.uniform(range=[lo, hi]))
-            if steps[m]:
-                from hpcaug.ops import dali_backend
+            step = steps[m]
+            if step:
+                from hpcaug.ops import dali_backend  # imports DALI: see the module docstring
 
                 j = 4 + 2 * sum(bool(k) for k in steps[:m])
-                k, ops = steps[m]
+                k, ops = step
                 x = dali_backend.apply_program(x, outs[j], outs[j + 1], num_steps=k, augmentations=ops, shape=(s, s))
             mirror = fn.random.coin_flip() if d.flip else 0
             images.append(fmt.normalize(x, mean=list(d.mean), std=list(d.std), mirror=mirror))
@@ -158,7 +166,7 @@ def _train_pipeline(cfg: Config, source: Any, steps: Sequence[tuple[int, frozens
 
 def _val_pipeline(cfg: Config, source: Any, fmt: _Format, **kw: Any) -> Any:
     """The val pipeline: decode -> resize shorter side to data.val_resize -> centre crop -> normalise."""
-    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali import fn, pipeline_def, types  # DALI: see the module docstring
 
     d = cfg.data
 
@@ -174,13 +182,7 @@ def _val_pipeline(cfg: Config, source: Any, fmt: _Format, **kw: Any) -> Any:
     return pipe(**kw)
 
 
-def _op_id(name: str) -> int:
-    from hpcaug.ops.table import op_id
-
-    return int(op_id(name))
-
-
-_PAIRING_ID = _op_id("SamplePairing")
+_PAIRING_ID = int(op_id("SamplePairing"))
 
 
 class _Feed:
@@ -192,7 +194,7 @@ class _Feed:
     were all skipped are queued with n == 0 and never reach DALI.
     """
 
-    def __init__(self, loader: "_DaliLoader", steps: list[np.ndarray], start: int) -> None:
+    def __init__(self, loader: _DaliLoader, steps: list[np.ndarray], start: int) -> None:
         # a proxy, not a reference: loader -> pipeline -> feed -> loader would be a cycle that
         # keeps the pipeline (and its threads) alive until the garbage collector runs
         self.loader = weakref.proxy(loader)
@@ -230,7 +232,7 @@ class _DaliLoader(LoaderBase):
     abandoned epoch, restarting at the first step not yet handed out."""
 
     copies = 1
-    policies: Sequence[Any] = ()
+    policies: tuple[Any, ...] = ()
 
     def __init__(self, cfg: Config, split: SplitList, rank: int, world: int, device: torch.device) -> None:
         super().__init__(cfg, split, rank, world, device)
@@ -254,7 +256,7 @@ class _DaliLoader(LoaderBase):
         else:
             ch = np.full((n, 1), -1, np.int64)
         out: list[Any] = [inp.encoded, labels, list(ch), rows]
-        for p, used in zip(inp.programs, self._key or ()):
+        for p, used in zip(inp.programs, self._key or (), strict=False):  # no key: no programs fed
             if used:
                 ids, prm = _np(p.op_ids, np.int64), _np(p.params, np.float32)
                 if n < self.batch_size:  # SamplePairing partner = floor(u1 * max batch): keep it in this batch
@@ -326,17 +328,16 @@ class _DaliLoader(LoaderBase):
     def _on_error(self, err: Exception, feed: _Feed) -> int:
         """Decode every in-flight file to find the bad ones; raise (error) or mark them (skip).
         Returns the step to restart at."""
-        from torchvision.io import ImageReadMode, decode_image
-
         bad: list[tuple[int, str]] = []
         for inp in feed.pending:
-            for row, buf in zip(inp.indices.tolist(), inp.encoded):
+            for row, buf in zip(inp.indices.tolist(), inp.encoded, strict=True):
                 try:
                     decode_image(torch.from_numpy(buf), mode=ImageReadMode.RGB)
                 except Exception as e:  # noqa: BLE001  any decoder complaint marks the file bad
                     bad.append((row, f"cannot be decoded ({str(e).splitlines()[0][:200]})"))
         if not bad:
-            raise RuntimeError(f"the DALI pipeline failed on a batch whose files all decode with torchvision: {err}") from err
+            raise RuntimeError(f"the DALI pipeline failed on a batch whose files all decode with torchvision: "
+                               f"{err}") from err
         for row, why in bad:
             try:
                 self.reader.fail(row, why)
@@ -380,7 +381,7 @@ class DaliTrainLoader(TrainPolicies, _DaliLoader):
     def _pipe_key(self) -> Any:
         # the graph depends on the ops a policy kind can emit, not on this epoch's policies
         return tuple((k, p.augmentations) if p.augmentations and k > 0 else None
-                     for p, k in zip(self.policies, policy_steps(self.policies)))
+                     for p, k in zip(self.policies, policy_steps(self.policies), strict=True))
 
     def _build(self, source: _Feed, **kw: Any) -> Any:
         return _train_pipeline(self.cfg, source, self._key, self._format(), **kw)

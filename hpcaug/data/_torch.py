@@ -17,7 +17,9 @@ import signal
 import sys
 import threading
 import warnings
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from multiprocessing import forkserver, spawn
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
 from hpcaug.config import Config
+from hpcaug.ops import torch_backend
 
 from . import _plan
 from ._common import Batch, CorruptImageError, LoaderBase, TrainPolicies, read_encoded, sample_programs, to_device
@@ -99,8 +102,6 @@ def _skip_main_in_workers() -> None:
     torch's worker loop live in importable modules), so the preparation data of *our* worker
     processes (flagged per thread) leaves the main module out; other processes are unchanged.
     """
-    from multiprocessing import spawn
-
     with _PATCH_LOCK:
         if getattr(spawn.get_preparation_data, "_hpcaug_skip_main", False):
             return
@@ -128,7 +129,7 @@ class _WorkerProcess(multiprocessing.context.ForkServerProcess):
 
 
 class _WorkerContext(multiprocessing.context.ForkServerContext):
-    Process = _WorkerProcess  # type: ignore[assignment]
+    Process = _WorkerProcess
 
 
 def _worker_context() -> tuple[Any, int]:
@@ -142,8 +143,6 @@ def _worker_context() -> tuple[Any, int]:
     the parent's main script (see _skip_main_in_workers).
 
     Returns the context and the forkserver's pid (workers tie their life to it: _die_with_server)."""
-    from multiprocessing import forkserver
-
     _skip_main_in_workers()
     ctx = _WorkerContext()
     ctx.set_forkserver_preload(["hpcaug.data._torch", "hpcaug.ops.torch_backend"])
@@ -164,9 +163,7 @@ def _die_with_server(server_pid: int, worker_id: int) -> None:
     worker closes its copy of the pipe (the server then exits with the loading process) and
     asks the kernel for SIGKILL when the server exits; if the server is already gone it exits.
     """
-    from multiprocessing import forkserver
-
-    server = forkserver._forkserver  # type: ignore[attr-defined]
+    server: Any = forkserver._forkserver  # private: typeshed does not declare its alive fd
     if server._forkserver_alive_fd is not None:  # our workers start no processes of their own
         os.close(server._forkserver_alive_fd)
         server._forkserver_alive_fd = None
@@ -176,7 +173,7 @@ def _die_with_server(server_pid: int, worker_id: int) -> None:
         os._exit(1)
 
 
-class _Steps(Dataset):
+class _Steps(Dataset[dict[str, Any]]):
     """Item s = the whole step s of an epoch, as uint8 images + metadata."""
 
     def __init__(self, cfg: Config, split: SplitList, steps: list[np.ndarray], policies: Sequence[Any],
@@ -244,11 +241,9 @@ class _Steps(Dataset):
                 for m in range(copies):
                     out[i, m] = self._train_view(img, g)
             programs = sample_programs(self.policies, n, d.seed, self.epoch, self.rank, step)
-            for m, (p, prog) in enumerate(zip(self.policies, programs)):
+            for m, (p, prog) in enumerate(zip(self.policies, programs, strict=True)):
                 choices[:, m] = torch.as_tensor(prog.choice, dtype=torch.int64).reshape(n)
                 if n and getattr(p, "kind", "") != "none":
-                    from hpcaug.ops import torch_backend
-
                     out[:, m] = torch_backend.apply_program(out[:, m].contiguous(), prog.op_ids, prog.params)
         else:
             for i, img in enumerate(imgs):
@@ -259,13 +254,11 @@ class _Steps(Dataset):
 
 
 class _TorchLoader(LoaderBase):
-    policies: Sequence[Any] = ()
+    policies: tuple[Any, ...] = ()
     copies = 1
 
     def _run(self, steps: list[np.ndarray], start: int) -> Iterator[Batch]:
         d = self.cfg.data
-        if self.train and any(getattr(p, "kind", "") != "none" for p in self.policies):
-            import hpcaug.ops.torch_backend  # noqa: F401  imported here once, not in every worker
         ds = _Steps(self.cfg, self.split, steps, self.policies, self.epoch, self.rank, self.train, self.reader.bad)
         workers = d.workers if len(steps) - start > 1 else 0
         timeout = worker_timeout() if workers else 0

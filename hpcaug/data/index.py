@@ -61,7 +61,7 @@ class DatasetIndex:
     _cache: dict[str, SplitList] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, directory: str | os.PathLike[str]) -> "DatasetIndex":
+    def open(cls, directory: str | os.PathLike[str]) -> DatasetIndex:
         """Check `directory` and read its dataset.json and class list."""
         d = Path(directory).expanduser().absolute()
         if not d.is_dir():
@@ -73,7 +73,8 @@ class DatasetIndex:
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise DatasetIndexError(f"{str(meta_path)!r} is not valid JSON ({e}); prepare the dataset again: {PREPARE_HINT}") from e
+            raise DatasetIndexError(f"{str(meta_path)!r} is not valid JSON ({e}); prepare the dataset again: "
+                                    f"{PREPARE_HINT}") from e
         if not isinstance(meta, dict):
             raise DatasetIndexError(f"{str(meta_path)!r} must hold a JSON object; {PREPARE_HINT}")
         missing = [k for k in ("root", "num_classes", "lists") if k not in meta]

@@ -1,7 +1,8 @@
 """`build_train_loader` / `build_val_loader`: pick the backend (data.backend) and the split."""
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -14,8 +15,8 @@ from .index import DatasetIndex
 
 __all__ = ["TrainLoader", "ValLoader", "build_train_loader", "build_val_loader"]
 
-TrainLoader = Union[DaliTrainLoader, TorchTrainLoader]
-ValLoader = Union[DaliValLoader, TorchValLoader]
+TrainLoader = DaliTrainLoader | TorchTrainLoader
+ValLoader = DaliValLoader | TorchValLoader
 
 
 def _device(device: Any) -> torch.device:

@@ -4,7 +4,8 @@ tensors and on DALI DataNodes alike (only `+ - * comparisons` and the given cos/
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .table import op_id
 

@@ -15,13 +15,13 @@ and listed in docs/ops.md.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
-import torch
-
-from nvidia.dali import fn, pipeline_def, types
 import nvidia.dali.math as dmath
+import torch
+from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
@@ -145,7 +145,7 @@ def _autocontrast(x: DataNode, s: dict[str, Any]) -> DataNode:
 def _equalize_batch(samples: Sequence[Any]) -> list[Any]:
     """dl_tensor_python_function body: PIL's Equalize by the torch backend's implementation on
     the branch's HWC samples (CPU or GPU memory, shared through DLPack)."""
-    xs = [torch.from_dlpack(t) for t in samples]
+    xs = [torch.utils.dlpack.from_dlpack(t) for t in samples]
     if not xs:
         return []
     # chunks of CHUNK images on the CPU (the temporaries stay in cache), the whole batch on GPU;
@@ -160,7 +160,8 @@ def _equalize_batch(samples: Sequence[Any]) -> list[Any]:
             outs += list(torch_backend.equalize(torch.stack(part).permute(0, 3, 1, 2), _NO_GROUP).permute(0, 2, 3, 1))
     if outs[0].is_cuda:
         torch.cuda.current_stream(outs[0].device).synchronize()  # done before DALI reads the outputs
-    return [torch.utils.dlpack.to_dlpack(t) for t in outs]
+    # DALI takes DLPack capsules; torch exports to_dlpack without listing it in __all__
+    return [torch.utils.dlpack.to_dlpack(t) for t in outs]  # type: ignore[attr-defined]
 
 
 _NO_GROUP = torch_backend.Group(op_id("Equalize"), torch.zeros(0), torch.zeros(0, 2))

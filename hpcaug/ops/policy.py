@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -78,7 +79,7 @@ class Sampled:
         return int(self.op_ids.shape[0])
 
     @staticmethod
-    def cat(parts: Sequence["Sampled"]) -> "Sampled":
+    def cat(parts: Sequence[Sampled]) -> Sampled:
         """Concatenate along the batch, padding shorter programs with identity steps."""
         if not parts:
             raise ValueError("Sampled.cat needs at least one Sampled")
@@ -146,7 +147,7 @@ class Policy(ABC):
         atomic_write_text(path, self.to_json())
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.to_dict() == other.to_dict()  # type: ignore[union-attr]
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
 
     def __hash__(self) -> int:
         return hash(self.to_json())
@@ -220,7 +221,7 @@ class AWSPolicy(Policy):
         self._el_bin = torch.tensor([x.bin for x in e], dtype=torch.int64)
 
     @classmethod
-    def uniform(cls, parametrisation: str = "joint") -> "AWSPolicy":
+    def uniform(cls, parametrisation: str = "joint") -> AWSPolicy:
         return cls(torch.zeros(aws_theta_size(parametrisation)), parametrisation)
 
     @property
@@ -354,12 +355,12 @@ class SubPolicyPolicy(Policy):
                 self._ops[i, j], self._bins[i, j], self._prob[i, j] = get_op(name).id, b, p
 
     @classmethod
-    def autoaugment_imagenet(cls) -> "SubPolicyPolicy":
+    def autoaugment_imagenet(cls) -> SubPolicyPolicy:
         """AutoAugment's published ImageNet policy (25 sub-policies)."""
         return cls(AUTOAUGMENT_IMAGENET)
 
     @classmethod
-    def from_advaa(cls, elements: Sequence[Sequence[int]]) -> "SubPolicyPolicy":
+    def from_advaa(cls, elements: Sequence[Sequence[int]]) -> SubPolicyPolicy:
         """AdvAA controller output: per sub-policy, ADVAA_SPACE element indices (op_id * 10 + bin)."""
         subs = [[(OPS[e // NUM_BINS].name, 1.0, e % NUM_BINS) for e in _check_advaa(sp)] for sp in elements]
         return cls(subs)
@@ -409,8 +410,8 @@ class RandAugment(Policy):
 
     def __init__(self, n: int = 2, m: int = 9) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= RANDAUGMENT_MAX_N:
-            raise ValueError(f"RandAugment: n (ops per image) must be an int in 1..{RANDAUGMENT_MAX_N} (the loop counts "
-                             f"14**n choices), got {n!r}")
+            raise ValueError(f"RandAugment: n (ops per image) must be an int in 1..{RANDAUGMENT_MAX_N} (the loop "
+                             f"counts 14**n choices), got {n!r}")
         if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < NUM_BINS:
             raise ValueError(f"RandAugment: m (magnitude bin) must be an int in 0..{NUM_BINS - 1}, got {m!r}")
         self.n, self.m = n, m
@@ -509,7 +510,8 @@ def policy_from_dict(d: dict[str, Any]) -> Policy:
             return NoPolicy()
     except KeyError as e:
         raise ValueError(f"policy of type {kind!r} is missing field {e}") from None
-    raise ValueError(f"unknown policy type {kind!r}; valid: aws, aws_set, subpolicies, randaugment, trivialaugment, none")
+    raise ValueError(f"unknown policy type {kind!r}; valid: aws, aws_set, subpolicies, randaugment, trivialaugment, "
+                     "none")
 
 
 def policy_from_json(text: str) -> Policy:

@@ -23,8 +23,9 @@ Physical parameters (what `param` returns and `params[..., 0]` holds):
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterator, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 NUM_BINS = 10
 FILL = 128  # fill value for pixels a geometric op or Cutout uncovers (AutoAugment's grey)
@@ -175,7 +176,7 @@ class Implementations(Generic[F]):
         ids = [op_id(n) for n in names]  # ValueError for a misspelt name
 
         def register(fn: F) -> F:
-            for name, i in zip(names, ids):
+            for name, i in zip(names, ids, strict=True):
                 if i in self._by_id:
                     raise ValueError(f"{self.backend} backend: {name} already has an implementation "
                                      f"({getattr(self._by_id[i], '__name__', '?')}); declare each op once")

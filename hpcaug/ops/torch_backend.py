@@ -16,8 +16,9 @@ Two paths, the same pixels (tests/test_ops_parity.py, `device_parity`):
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from functools import cache
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ class Group(NamedTuple):
     u: torch.Tensor  # [m, 2] float32 (u1, u2)
     partner: torch.Tensor | None = None  # SamplePairing: [m, C, H, W] partners, the batch as before this step
 
-    def part(self, start: int, stop: int) -> "Group":
+    def part(self, start: int, stop: int) -> Group:
         """Samples start..stop-1 of the group."""
         p = None if self.partner is None else self.partner[start:stop]
         return Group(self.op, self.v[start:stop], self.u[start:stop], p)
@@ -44,7 +45,7 @@ _Impl = Callable[[torch.Tensor, Group], torch.Tensor]
 IMPLS: Implementations[_Impl] = Implementations("torch")  # op id -> (images [m,C,H,W], group) -> new images
 
 
-@lru_cache(maxsize=None)
+@cache
 def _const(name: str, device: torch.device) -> torch.Tensor:
     """Constant tensors, made once per device (no copy from the host on every call)."""
     if name == "levels":
@@ -54,7 +55,7 @@ def _const(name: str, device: torch.device) -> torch.Tensor:
     raise KeyError(name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _centres(n: int, device: torch.device) -> torch.Tensor:
     """Pixel centres 0.5 .. n - 0.5 (float32) on `device`."""
     return torch.arange(n, device=device, dtype=torch.float32) + 0.5
@@ -136,7 +137,7 @@ def _translate_rows(out: torch.Tensor, rows: torch.Tensor, g: Group) -> bool:
     # source col = j + floor(m02 + 0.5), source row = i + floor(m12 + 0.5) (exact, see _is_shift)
     ox = torch.floor(coeffs[2].to(torch.float64) + 0.5).to(torch.int64)
     oy = torch.floor(coeffs[5].to(torch.float64) + 0.5).to(torch.int64)
-    for r, dy, dx in zip(rows.tolist(), oy.tolist(), ox.tolist()):
+    for r, dy, dx in zip(rows.tolist(), oy.tolist(), ox.tolist(), strict=True):
         _shift_in_place(out[r], dy, dx)
     return True
 
@@ -349,7 +350,8 @@ def check_program(images: torch.Tensor, op_ids: torch.Tensor, params: torch.Tens
     if not isinstance(op_ids, torch.Tensor) or op_ids.dtype != torch.int64 or op_ids.dim() != 2:
         raise TypeError(f"op_ids must be an int64 tensor [n, K] (from policy.sample), got "
                         f"{getattr(op_ids, 'dtype', type(op_ids).__name__)} {tuple(getattr(op_ids, 'shape', ()))}")
-    if not isinstance(params, torch.Tensor) or params.dtype != torch.float32 or params.dim() != 3 or params.shape[2] != 3:
+    if (not isinstance(params, torch.Tensor) or params.dtype != torch.float32 or params.dim() != 3
+            or params.shape[2] != 3):
         raise TypeError(f"params must be a float32 tensor [n, K, 3] (value, u1, u2), got "
                         f"{getattr(params, 'dtype', type(params).__name__)} {tuple(getattr(params, 'shape', ()))}")
     if op_ids.shape[0] != n or params.shape[:2] != op_ids.shape:
@@ -357,8 +359,9 @@ def check_program(images: torch.Tensor, op_ids: torch.Tensor, params: torch.Tens
                          f"params {tuple(params.shape)}; need op_ids [n, K] and params [n, K, 3] with n = {n}")
     ids = op_ids.cpu()
     if ((ids < IDENTITY) | (ids >= len(OPS))).any():
-        bad = ids[(ids < IDENTITY) | (ids >= len(OPS))][0].item()
-        raise ValueError(f"unknown op id {bad}; valid ids are -1 (identity) and 0..{len(OPS) - 1} (hpcaug.ops.table.OPS)")
+        unknown = ids[(ids < IDENTITY) | (ids >= len(OPS))][0].item()
+        raise ValueError(f"unknown op id {unknown}; valid ids are -1 (identity) and 0..{len(OPS) - 1} "
+                         "(hpcaug.ops.table.OPS)")
     p = params.cpu()
     used = ids >= 0
     safe = ids.clamp(min=0)
@@ -467,7 +470,7 @@ def apply_program(images: torch.Tensor, op_ids: torch.Tensor, params: torch.Tens
     return _apply(images, op_ids, params, cpu_path=images.device.type == "cpu")
 
 
-def augment(images: torch.Tensor, policy: "Policy", generator: torch.Generator | None = None
+def augment(images: torch.Tensor, policy: Policy, generator: torch.Generator | None = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample a program from `policy` for this batch and apply it: -> (images, choice)."""
     s = policy.sample(int(images.shape[0]), generator)

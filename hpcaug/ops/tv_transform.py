@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import PIL.Image
 import torch
@@ -30,12 +31,12 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as TF
 
-from .policy import AWSPolicy, Policy, Sampled, SubPolicyPolicy, load_policy, policy_from_dict
+from .policy import AWSPolicy, Policy, Sampled, SubPolicy, SubPolicyPolicy, load_policy, policy_from_dict
 from .torch_backend import apply_program
 
 __all__ = ["PolicyTransform", "export_policy", "policy_of"]
 
-PolicyLike = Policy | str | os.PathLike
+PolicyLike = Policy | str | os.PathLike[str]
 # Sample entries a per-image op would have to move along with the image: refused, not ignored.
 _UNSUPPORTED = tuple(getattr(tv_tensors, n) for n in ("BoundingBoxes", "Mask", "KeyPoints") if hasattr(tv_tensors, n))
 
@@ -63,7 +64,7 @@ def _policy_from_run_dir(root: Path) -> Policy:
     if (root / "policy.json").is_file():
         return load_policy(str(root / "policy.json"))
     rounds = root / "rounds"
-    thetas = sorted((int(d.name) for d in rounds.iterdir() if d.name.isdigit() and (d / "theta.pt").is_file())
+    thetas = sorted(int(d.name) for d in rounds.iterdir() if d.name.isdigit() and (d / "theta.pt").is_file()
                     ) if rounds.is_dir() else []
     if thetas:
         state = torch.load(rounds / str(thetas[-1]) / "theta.pt", map_location="cpu", weights_only=True)
@@ -84,7 +85,7 @@ def _policy_from_run_dir(root: Path) -> Policy:
 
 
 def _union(policies: Sequence[Policy]) -> Policy:
-    subs = []
+    subs: list[SubPolicy] = []
     for pol in policies:
         if not isinstance(pol, SubPolicyPolicy):
             raise ValueError(f"cannot merge a {type(pol).__name__} into a sub-policy list")
@@ -92,7 +93,7 @@ def _union(policies: Sequence[Policy]) -> Policy:
     return SubPolicyPolicy(subs)
 
 
-def export_policy(source: PolicyLike, path: str | os.PathLike) -> Path:
+def export_policy(source: PolicyLike, path: str | os.PathLike[str]) -> Path:
     """Write the schema-versioned policy JSON (the ops module's form) of `source` to `path`.
 
     `source`: a Policy, a run dir (see `policy_of`), a policy .json or a policy name. The file

@@ -19,12 +19,14 @@ import logging
 import re
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
+
+import submitit
 
 from hpcaug.config import Config
 from hpcaug.search import aws, queue
-from hpcaug.search.advaa import run_advaa
 from hpcaug.search.rundir import RunDir, format_ranges
 
 log = logging.getLogger("hpcaug.search")
@@ -40,7 +42,8 @@ def parse_array(spec: str) -> tuple[list[int], int]:
     """'0-499%20' -> (ids, throttle); also '3', '0-3,8,10-11', '0-15:4'. Throttle 0 = none."""
     body, pct, throttle = (x.strip() for x in spec.partition("%"))
     if pct and not throttle.isdigit():
-        raise ValueError(f"--array {spec!r}: the throttle after % must be a whole number, got {throttle!r}; {_ARRAY_SYNTAX}")
+        raise ValueError(f"--array {spec!r}: the throttle after % must be a whole number, got {throttle!r}; "
+                         f"{_ARRAY_SYNTAX}")
     if pct and int(throttle) < 1:
         raise ValueError(f"--array {spec!r}: the %K throttle must be >= 1 (leave it out for no limit)")
     ids: list[int] = []
@@ -160,6 +163,10 @@ def _stage_call(step: Step, cfg: Config, run_dir: str) -> list[tuple[Callable[..
     if step.kind == "final":
         return [(aws.run_final, (cfg, run_dir, step.policy))]
     if step.kind == "advaa":
+        # advaa and hpcaug.train.stages load the training stack (torchvision, the loaders, ~2 s):
+        # imported when a step runs, not by hpcaug.report, which imports this module for stage_resources
+        from hpcaug.search.advaa import run_advaa
+
         return [(run_advaa, (cfg, run_dir))]
     raise ValueError(step.kind)
 
@@ -167,7 +174,7 @@ def _stage_call(step: Step, cfg: Config, run_dir: str) -> list[tuple[Callable[..
 def _job_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The train helper's Checkpointable wrapper: on timeout/preemption submitit requeues the same
     call, and the stage resumes from its own checkpoint (every stage is idempotent)."""
-    from hpcaug.train.stages import CheckpointableTraining
+    from hpcaug.train.stages import CheckpointableTraining  # the training stack: see _stage_call
 
     return CheckpointableTraining(fn)
 
@@ -207,8 +214,6 @@ def stage_resources(kind: str, nodes: int, gpus_per_node: int, finetune_gpus: in
 
 def make_executor(cfg: Config, rd: RunDir, kind: str, step: Step, cluster: str) -> Any:
     """A submitit executor with the cluster.* parameters of this step kind."""
-    import submitit
-
     c = cfg.cluster
     ex = submitit.AutoExecutor(folder=str(rd.logs_dir / "%j"), cluster=cluster)
     nodes, gpus = stage_resources(step.kind, c.nodes, c.gpus_per_node, c.finetune_gpus)
@@ -231,7 +236,7 @@ def make_executor(cfg: Config, rd: RunDir, kind: str, step: Step, cluster: str) 
     if cluster == "slurm":
         # the requeue signal (--signal=USR2@lead) comes at most a tenth of the time limit before the
         # end: submitit's fixed 90 s would fire at once in a short job and requeue it forever
-        from hpcaug.train.stages import requeue_signal_lead_s
+        from hpcaug.train.stages import requeue_signal_lead_s  # the training stack: see _stage_call
 
         params["slurm_signal_delay_s"] = requeue_signal_lead_s(timeout)
         for key, val in (("slurm_partition", c.partition), ("slurm_account", c.account),
@@ -334,7 +339,7 @@ def _submit_step(cfg: Config, rd: RunDir, step: Step, deps: list[str], throttle:
                          **({"slurm_array_parallelism": par} if par and step.kind == "finetune" else {}))
     calls = _stage_call(step, cfg, str(rd.root))
     if step.kind == "finetune":
-        jobs = ex.map_array(_job_fn(calls[0][0]), *[list(col) for col in zip(*[a for _, a in calls])])
+        jobs = ex.map_array(_job_fn(calls[0][0]), *[list(col) for col in zip(*[a for _, a in calls], strict=True)])
         job_id = jobs[0].job_id.split("_")[0]
     else:
         job_id = ex.submit(_job_fn(calls[0][0]), *calls[0][1]).job_id

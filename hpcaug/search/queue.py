@@ -20,8 +20,9 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 log = logging.getLogger("hpcaug.search")
 
@@ -209,7 +210,8 @@ class Accounting:
         st = self.states
         if job_id in st:
             return [st[job_id]]
-        return sorted((s for s in st.values() if s.array_id == job_id and s.task is not None), key=lambda s: s.task or 0)
+        return sorted((s for s in st.values() if s.array_id == job_id and s.task is not None),
+                      key=lambda s: s.task or 0)
 
     def runs_of(self, job_id: str) -> list[JobState]:
         """Every run of a job or of its array tasks (requeued runs included)."""

@@ -13,13 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from hpcaug.config import load_config
 from hpcaug.policy_names import policy_arg
+from hpcaug.train.dist import init_dist
+from hpcaug.train.stages import run_train
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hpcaug.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="YAML config (configs/*.yaml)")
     ap.add_argument("--out", required=True, help="output dir: checkpoint.pt, metrics.jsonl, tb/")
@@ -30,10 +32,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=0.2")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.set)
-
-    from hpcaug.train import init_dist
-    from hpcaug.train.stages import run_train
-
     dist = init_dist(cfg.dist)
     result = run_train(cfg, args.out, args.policy, epochs=args.epochs, dist=dist)
     if dist.is_root and result.history:

@@ -31,7 +31,7 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint` (`weights_only=True`)."""
     path = Path(path)
     if not path.is_file():
@@ -45,7 +45,8 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
 
 def rng_state() -> dict[str, Any]:
     """This process's RNG states (python, numpy, torch CPU, CUDA) as weights_only-safe values."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # legacy=True: the MT19937 tuple
     state: dict[str, Any] = {
         "python": _to_lists(random.getstate()),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),

@@ -22,8 +22,9 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Iterator, Optional
+from typing import Any
 
 import torch
 import torch.distributed as td
@@ -76,7 +77,7 @@ class Dist:
         """[obj of rank 0, obj of rank 1, ...] on every rank."""
         return [obj]
 
-    def broadcast_model(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+    def broadcast_model(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Copy rank 0's parameters, buffers (and optimizer state) to every rank."""
 
     def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -86,11 +87,11 @@ class Dist:
         Save and evaluate the model passed in, not the returned one (DDP wraps it)."""
         return model, optimizer
 
-    def no_sync(self, model: nn.Module) -> ContextManager[None]:
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
         """Around forward + backward of every micro-batch but the last: no gradient allreduce."""
         return contextlib.nullcontext()
 
-    def step(self, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler] = None) -> None:
+    def step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None) -> None:
         """Average gradients over ranks (if not done already), then step (through `scaler` if given)."""
         if scaler is not None and scaler.is_enabled():
             scaler.step(optimizer)
@@ -98,7 +99,7 @@ class Dist:
         else:
             optimizer.step()
 
-    def joined(self, model: nn.Module) -> ContextManager[None]:
+    def joined(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
         """Around an epoch's training steps: on leaving it normally, this rank keeps answering the
         others' gradient allreduces until every rank is out of batches (uneven shards)."""
         return contextlib.nullcontext()
@@ -145,7 +146,7 @@ def _check_op(op: str) -> None:
 class HorovodDist(Dist):
     """Horovod: DistributedOptimizer, broadcast_parameters/optimizer_state, hvd.join."""
 
-    def __init__(self, hvd: Any, device: torch.device, rendezvous: Optional[Rendezvous] = None,
+    def __init__(self, hvd: Any, device: torch.device, rendezvous: Rendezvous | None = None,
                  compression: str = "none", reason: str = "") -> None:
         super().__init__(hvd.rank(), hvd.size(), hvd.local_rank(), "horovod", device, compression, reason)
         self._hvd = hvd
@@ -168,7 +169,7 @@ class HorovodDist(Dist):
     def allgather_object(self, obj: Any, name: str) -> list[Any]:
         return list(self._hvd.allgather_object(obj, name=name))
 
-    def broadcast_model(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+    def broadcast_model(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         if optimizer is not None:
             self._hvd.broadcast_optimizer_state(optimizer, root_rank=0)
@@ -183,7 +184,7 @@ class HorovodDist(Dist):
             optimizer, named_parameters=model.named_parameters(), op=self._hvd.Average,
             backward_passes_per_step=micro_batches, compression=compression)
 
-    def step(self, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler] = None) -> None:
+    def step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None) -> None:
         if scaler is not None and scaler.is_enabled():
             # Horovod + AMP recipe: finish the allreduce first so every rank sees the same
             # (averaged) gradients, hence the same inf/NaN check and the same skip decision.
@@ -251,7 +252,7 @@ class TorchDist(Dist):
         self._td.all_gather_object(out, obj)
         return out
 
-    def broadcast_model(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+    def broadcast_model(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         for t in list(model.parameters()) + list(model.buffers()):
             c = t.detach().to(self._comm_device, copy=True)
             self._td.broadcast(c, src=0)
@@ -270,10 +271,10 @@ class TorchDist(Dist):
             ddp.register_comm_hook(state=None, hook=default_hooks.fp16_compress_hook)
         return ddp, optimizer
 
-    def no_sync(self, model: nn.Module) -> ContextManager[None]:
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
         return model.no_sync() if isinstance(model, DDP) else contextlib.nullcontext()
 
-    def joined(self, model: nn.Module) -> ContextManager[None]:
+    def joined(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
         # DDP's Join: a rank out of batches shadows the others' allreduces until all are out
         return model.join() if isinstance(model, DDP) else contextlib.nullcontext()
 
@@ -287,10 +288,10 @@ class TorchDist(Dist):
 
 
 # --------------------------------------------------------------------------------------------
-def _horovod_import_error() -> Optional[str]:
+def _horovod_import_error() -> str | None:
     """None when horovod.torch imports, else why not."""
-    try:
-        import horovod.torch  # noqa: F401
+    try:  # Horovod is optional (hpcaug[horovod]) and slow to import: only for its backend
+        import horovod.torch  # noqa: F401  (importable?)
     except ImportError as e:
         return str(e)
     return None
@@ -334,7 +335,7 @@ def _share_cpus(local_size: int) -> None:
     torch.set_num_threads(max(1, cpus // max(1, local_size)))
 
 
-def init_dist(cfg: Optional[DistConfig] = None) -> Dist:
+def init_dist(cfg: DistConfig | None = None) -> Dist:
     """Initialise the configured backend (see the module docstring) and return its `Dist`;
     rank 0 logs which backend and why."""
     cfg = cfg or DistConfig()
@@ -367,7 +368,7 @@ def _check_not_split_local_job() -> None:
                            "(hpcaug.search.jobs.make_executor does), or launch the ranks with horovodrun/torchrun")
 
 
-_HOROVOD: Optional[HorovodDist] = None
+_HOROVOD: HorovodDist | None = None
 
 
 def _init_horovod(compression: str, reason: str) -> HorovodDist:
@@ -375,7 +376,7 @@ def _init_horovod(compression: str, reason: str) -> HorovodDist:
     if err is not None:
         raise RuntimeError(f"dist.backend=horovod but horovod.torch cannot be imported ({err}): "
                            "install it as docs/cluster.md section 3 says")
-    import horovod.torch as hvd
+    import horovod.torch as hvd  # optional: see _horovod_import_error
 
     global _HOROVOD
     if _HOROVOD is not None and hvd.is_initialized():

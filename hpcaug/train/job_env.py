@@ -10,8 +10,8 @@ import os
 import re
 import socket
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 __all__ = ["SlurmLaunch", "slurm_launch_info", "expand_counts", "expand_hostlist", "node_address",
            "mpi_launched", "horovodrun_launched", "torchrun_launched", "launched_size", "submitit_local_tasks"]
@@ -73,7 +73,7 @@ def expand_hostlist(spec: str) -> list[str]:
     return hosts
 
 
-def slurm_launch_info(env: Optional[Mapping[str, str]] = None) -> Optional[SlurmLaunch]:
+def slurm_launch_info(env: Mapping[str, str] | None = None) -> SlurmLaunch | None:
     """This task's place in an `srun` step, or None outside one (e.g. in an sbatch script body)."""
     env = dict(os.environ if env is None else env)
     if "SLURM_STEP_ID" not in env or "SLURM_PROCID" not in env:

@@ -15,15 +15,17 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Protocol, Sequence, Union
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from hpcaug.config import Config
+from hpcaug.data import build_train_loader, build_val_loader
 from hpcaug.train._logging import setup_logging
 from hpcaug.train.dist import Dist, init_dist
 from hpcaug.train.memory import check_rows_fit
@@ -46,7 +48,7 @@ class TrainResult:
     choice_counts: torch.Tensor  # int64 [num_choices]: how often the loader applied each choice, all ranks, all epochs
     checkpoint: Path  # out_dir/checkpoint.pt (the final state)
     steps: int = 0  # optimizer steps taken in total (resumed runs included)
-    model: Optional[nn.Module] = field(default=None, repr=False)  # the trained model (this rank's copy)
+    model: nn.Module | None = field(default=None, repr=False)  # the trained model (this rank's copy)
 
 
 class TrainHooks:
@@ -57,7 +59,7 @@ class TrainHooks:
     policies it returned before (keep them in `state_dict`).
     """
 
-    def on_epoch_start(self, epoch: int) -> Optional[Sequence[Any]]:
+    def on_epoch_start(self, epoch: int) -> Sequence[Any] | None:
         return None
 
     def on_step(self, per_sample_loss: torch.Tensor, batch: Any) -> None:
@@ -119,7 +121,7 @@ class LRSchedule:
         """The schedule is rebuilt from the config on resume; the saved copy is for reading."""
 
 
-def scaled_lr(cfg: Config, lr: Optional[float], world: int, copies: int) -> float:
+def scaled_lr(cfg: Config, lr: float | None, world: int, copies: int) -> float:
     """Linear scaling: `lr` (default train.lr) is per train.lr_ref_batch images of the global batch
     N x ranks (x M when train.scale_lr_with_copies)."""
     base = cfg.train.lr if lr is None else lr
@@ -128,7 +130,7 @@ def scaled_lr(cfg: Config, lr: Optional[float], world: int, copies: int) -> floa
 
 
 # ---------------------------------------------------------------------------------------------
-def evaluate(model: nn.Module, loader: ValLoaderProtocol, dist: Dist, *, precision: Optional[Precision] = None,
+def evaluate(model: nn.Module, loader: ValLoaderProtocol, dist: Dist, *, precision: Precision | None = None,
              channels_last: bool = False) -> dict[str, float]:
     """Top-1/top-5 and mean loss over the whole validation split.
 
@@ -196,7 +198,7 @@ class _Run:
     num_choices: int
     train_loader: TrainLoaderProtocol
     val_loader: ValLoaderProtocol
-    hooks: Optional[TrainHooks]
+    hooks: TrainHooks | None
     checkpointer: Checkpointer
     progress: Progress
 
@@ -302,18 +304,16 @@ def _run_epoch(run: _Run, state: TrainState, epoch: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-def _loaders(cfg: Config, policies: list[Any], dist: Dist, train_loader: Optional[TrainLoaderProtocol],
-             val_loader: Optional[ValLoaderProtocol]) -> tuple[TrainLoaderProtocol, ValLoaderProtocol]:
+def _loaders(cfg: Config, policies: list[Any], dist: Dist, train_loader: TrainLoaderProtocol | None,
+             val_loader: ValLoaderProtocol | None) -> tuple[TrainLoaderProtocol, ValLoaderProtocol]:
     if train_loader is None or val_loader is None:
-        from hpcaug.data import build_train_loader, build_val_loader  # DALI: only when the loop builds loaders
-
         train_loader = train_loader or build_train_loader(cfg, policies, dist.rank, dist.size, dist.device)
         val_loader = val_loader or build_val_loader(cfg, dist.rank, dist.size, dist.device)
     return train_loader, val_loader
 
 
-def _setup(cfg: Config, out: Path, policies: list[Any], epochs: int, dist: Dist, *, lr: Optional[float],
-           schedule: Optional[str], warmup: bool, hooks: Optional[TrainHooks],
+def _setup(cfg: Config, out: Path, policies: list[Any], epochs: int, dist: Dist, *, lr: float | None,
+           schedule: str | None, warmup: bool, hooks: TrainHooks | None,
            loaders: tuple[TrainLoaderProtocol, ValLoaderProtocol]) -> _Run:
     """Model, precision, optimizer, distributed wrapping, lr schedule, checkpointer, progress."""
     tc, device = cfg.train, dist.device
@@ -350,11 +350,11 @@ def _setup(cfg: Config, out: Path, policies: list[Any], epochs: int, dist: Dist,
                                                                              dist.size))
 
 
-def train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policies: Sequence[Any], *, epochs: int,
-          lr: Optional[float] = None, schedule: Optional[str] = None, init_from: Optional[Union[str, Path]] = None,
-          hooks: Optional[TrainHooks] = None, dist: Optional[Dist] = None,
-          train_loader: Optional[TrainLoaderProtocol] = None,
-          val_loader: Optional[ValLoaderProtocol] = None) -> TrainResult:
+def train(cfg: Config, out_dir: str | os.PathLike[str], policies: Sequence[Any], *, epochs: int,
+          lr: float | None = None, schedule: str | None = None, init_from: str | Path | None = None,
+          hooks: TrainHooks | None = None, dist: Dist | None = None,
+          train_loader: TrainLoaderProtocol | None = None,
+          val_loader: ValLoaderProtocol | None = None) -> TrainResult:
     """Train `cfg.train.model` for `epochs` epochs with `policies` (M = len(policies) copies).
 
     - `lr` replaces train.lr (same linear scaling); `schedule` replaces train.schedule.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 log = logging.getLogger("hpcaug.train")
 
@@ -45,8 +46,6 @@ class Progress:
         self._t0 = self._t_tick = time.perf_counter()
         self._rows_tick = self._rows_epoch = 0
         if self.interactive:
-            from tqdm import tqdm  # only interactive runs draw a bar
-
             self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr,
                             dynamic_ncols=True, leave=False)
 

@@ -16,7 +16,6 @@ import random
 import socket
 import threading
 import time
-from typing import Optional
 
 from hpcaug.train.job_env import SlurmLaunch, node_address
 
@@ -56,6 +55,7 @@ class Rendezvous:
     """Horovod's gloo rendezvous HTTP server (as horovodrun starts it), hosted by rank 0."""
 
     def __init__(self, ports: list[int], info: SlurmLaunch) -> None:
+        # Horovod is optional (hpcaug[horovod]): imported only when a Horovod job under srun starts
         from horovod.runner.common.util.hosts import SlotInfo
         from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
 
@@ -170,7 +170,7 @@ def _find_server(addr: str, ports: list[int], ident: str, timeout_s: float) -> i
         time.sleep(0.2)
 
 
-def setup_horovod_from_slurm(info: SlurmLaunch) -> Optional[Rendezvous]:
+def setup_horovod_from_slurm(info: SlurmLaunch) -> Rendezvous | None:
     """Export the HOROVOD_* variables horovodrun would set; rank 0 starts (and returns) the server."""
     addr = os.environ.get("HPCAUG_RENDEZVOUS_ADDR") or node_address(info.nodes[0])
     ports = rendezvous_ports(info)

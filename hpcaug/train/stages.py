@@ -12,13 +12,16 @@ import dataclasses
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 import submitit
 
 from hpcaug._atomic import atomic_write_text
 from hpcaug.config import Config
+from hpcaug.ops.policy import load_policy
+from hpcaug.policy_names import is_policy_file
 from hpcaug.train.dist import Dist, init_dist
 from hpcaug.train.loop import TrainResult, train
 
@@ -26,13 +29,13 @@ __all__ = ["run_train", "run_final", "final_dir", "requeue_signal_lead_s", "Chec
            "shield_forked_children"]
 
 
-def final_dir(run_dir: Union[str, "os.PathLike[str]"]) -> Path:
+def final_dir(run_dir: str | os.PathLike[str]) -> Path:
     """Where the final stage writes: R/final (checkpoint.pt, metrics.jsonl, tb/, policy.json)."""
     return Path(run_dir) / "final"
 
 
-def run_train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policy_spec: Optional[str] = None, *,
-              epochs: Optional[int] = None, dist: Optional[Dist] = None) -> TrainResult:
+def run_train(cfg: Config, out_dir: str | os.PathLike[str], policy_spec: str | None = None, *,
+              epochs: int | None = None, dist: Dist | None = None) -> TrainResult:
     """Train `cfg.train.model` from scratch with one policy into `out_dir` (resumes if it can).
 
     policy_spec: a policy name (hpcaug.policy_names) or a policy JSON file (e.g. R/policy.json
@@ -40,10 +43,8 @@ def run_train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policy_spec:
     image is augmented independently by that policy. epochs: default train.epochs.
     Every rank of a multi-rank launch calls this; rank 0 writes out_dir/train.json at the end.
     """
-    from hpcaug.ops import load_policy  # imported here to keep this module light
-
     spec = policy_spec or cfg.augment.policy
-    if spec.endswith(".json") and not Path(spec).is_file():
+    if is_policy_file(spec) and not Path(spec).is_file():
         raise FileNotFoundError(f"policy file {spec!r} not found; pass a policy name or the policy.json a search wrote")
     policy = load_policy(spec)
     out = Path(out_dir)
@@ -59,8 +60,8 @@ def run_train(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], policy_spec:
     return dataclasses.replace(result, model=None)
 
 
-def run_final(cfg: Config, run_dir: Union[str, "os.PathLike[str]"], policy_spec: Optional[str] = None, *,
-              epochs: Optional[int] = None, dist: Optional[Dist] = None) -> TrainResult:
+def run_final(cfg: Config, run_dir: str | os.PathLike[str], policy_spec: str | None = None, *,
+              epochs: int | None = None, dist: Dist | None = None) -> TrainResult:
     """The `final` stage: `run_train` into R/final (checkpoint.pt, metrics.jsonl, tb/, train.json).
 
     policy_spec: the searched R/policy.json, a baseline name, or None for augment.policy.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
@@ -43,7 +43,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     choice_counts: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
     # epoch accumulators (summed over ranks) of a mid-epoch checkpoint: loss_sum, n, counts, time
-    partial: Optional[dict[str, Any]] = None
+    partial: dict[str, Any] | None = None
     loader: dict[str, int] = field(default_factory=dict)  # the loader's {epoch, step, samples}
 
     def __post_init__(self) -> None:
@@ -60,11 +60,11 @@ class Checkpointer:
     """
 
     def __init__(self, path: Path, cfg: Config, dist: Dist, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, schedule: _Stateful, hooks: Optional[_Stateful] = None) -> None:
+                 scaler: torch.amp.GradScaler, schedule: _Stateful, hooks: _Stateful | None = None) -> None:
         self.path, self.cfg, self.dist = path, cfg, dist
         self.model, self.optimizer, self.scaler, self.schedule, self.hooks = model, optimizer, scaler, schedule, hooks
 
-    def restore(self, num_choices: int, init_from: Optional[Path] = None) -> TrainState:
+    def restore(self, num_choices: int, init_from: Path | None = None) -> TrainState:
         """Resume from `path` if it exists (every rank gets rank 0's copy), else start fresh
         (with `init_from`'s weights if given). Seeds this rank's RNG stream either way."""
         dist, seed = self.dist, self.cfg.train.seed
@@ -100,7 +100,7 @@ class Checkpointer:
 
     def _read_on_root(self) -> dict[str, Any]:
         """Rank 0 loads the file and its model weights; everything else is broadcast."""
-        meta: Optional[dict[str, Any]] = None
+        meta: dict[str, Any] | None = None
         if self.dist.is_root:
             state = load_checkpoint(self.path, map_location="cpu")
             self.model.load_state_dict(state["model"])

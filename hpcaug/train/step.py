@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, ContextManager, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -28,14 +28,14 @@ class Precision:
     """How the forward runs: `autocast` dtype (None = float32) on `device_type`."""
 
     device_type: str
-    autocast: Optional[torch.dtype] = None
+    autocast: torch.dtype | None = None
 
     @property
     def uses_scaler(self) -> bool:
         """float16 needs loss scaling (a GradScaler, one host sync per step); bfloat16 does not."""
         return self.autocast == torch.float16
 
-    def context(self) -> ContextManager[Any]:
+    def context(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.autocast)
@@ -77,7 +77,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
     k = max(1, min(micro_batches, rows))
     optimizer.zero_grad()
     parts = []
-    for j, (x, y) in enumerate(zip(images.tensor_split(k), labels.tensor_split(k))):
+    for j, (x, y) in enumerate(zip(images.tensor_split(k), labels.tensor_split(k), strict=True)):
         # every part but the last accumulates locally; the last one's backward starts the allreduce
         with dist.no_sync(model) if j < k - 1 else contextlib.nullcontext():
             with precision.context():

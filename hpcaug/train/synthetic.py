@@ -7,8 +7,9 @@ deterministic function of (seed, rank, epoch, step), like the real loaders' shuf
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple
 
 import torch
 
@@ -35,7 +36,7 @@ class SyntheticLoader:
 
     def __init__(self, batch_size: int, steps: int, *, copies: int = 1, image_size: int = 32,
                  num_classes: int = 10, num_choices: int = 1, rank: int = 0, seed: int = 0,
-                 device: torch.device | str = "cpu", fixed: bool = False, total: Optional[int] = None) -> None:
+                 device: torch.device | str = "cpu", fixed: bool = False, total: int | None = None) -> None:
         self.batch_size, self.steps, self.copies = batch_size, steps, copies
         self.image_size, self.num_classes, self.num_choices = image_size, num_classes, num_choices
         self.rank, self.seed, self.device, self.fixed = rank, seed, torch.device(device), fixed
@@ -43,7 +44,7 @@ class SyntheticLoader:
         g = torch.Generator().manual_seed(seed)
         self._patterns = torch.randn(num_classes, 3, image_size, image_size, generator=g)
         self.epoch, self.step = 0, 0
-        self._fixed_batch: Optional[SyntheticBatch] = None
+        self._fixed_batch: SyntheticBatch | None = None
 
     def __len__(self) -> int:
         return self.steps
@@ -96,9 +97,9 @@ class SyntheticPolicy:
     num_choices: int = 1
 
 
-def train_synthetic(cfg: Config, out_dir: Union[str, "os.PathLike[str]"], *, steps: int, epochs: int = 1,
-                    copies: Optional[int] = None, num_classes: int = 100, device: Union[str, torch.device] = "cpu",
-                    dist: Optional[Dist] = None, hooks: Optional[TrainHooks] = None,
+def train_synthetic(cfg: Config, out_dir: str | os.PathLike[str], *, steps: int, epochs: int = 1,
+                    copies: int | None = None, num_classes: int = 100, device: str | torch.device = "cpu",
+                    dist: Dist | None = None, hooks: TrainHooks | None = None,
                     fixed: bool = True) -> TrainResult:
     """`train()` for `epochs` x `steps` steps on in-memory batches of data.batch_size x `copies`
     (default augment.copies) rows of data.image_size pixels, on `device` (or `dist.device`).
