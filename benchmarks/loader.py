@@ -23,8 +23,9 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -98,7 +99,8 @@ def ours(prepared: Path, args: argparse.Namespace) -> tuple[Callable[[], int], C
 
 def theirs(root: Path, args: argparse.Namespace) -> tuple[Callable[[], int], Callable[[], None]]:
     from torch.utils.data import DataLoader
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
 
     tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
                     T.AutoAugment(T.AutoAugmentPolicy.IMAGENET), T.ToTensor(),

@@ -19,8 +19,8 @@ import argparse
 import importlib.util
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -131,7 +131,7 @@ def per_op(args: argparse.Namespace) -> None:
         params[:, 0, 0] = spec.param(9) if spec.has_magnitude else 0.0
         params[:, 0, 1:] = torch.rand(n, 2, generator=torch.Generator().manual_seed(spec.id))
 
-        def ours() -> int:
+        def ours(ids: torch.Tensor = ids, params: torch.Tensor = params) -> int:  # this op's program
             apply_program(x, ids, params)
             sync()
             return n
@@ -141,7 +141,7 @@ def per_op(args: argparse.Namespace) -> None:
         if dali is not None:
             xc = x.cpu()
 
-            def theirs() -> int:
+            def theirs(xc: torch.Tensor = xc, ids: torch.Tensor = ids, params: torch.Tensor = params) -> int:
                 dali.run_program(xc, ids, params, device="cpu", num_threads=max(1, torch.get_num_threads()))
                 return n
 

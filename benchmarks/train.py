@@ -3,7 +3,8 @@
 Both runs go through the same `hpcaug.train.train` loop in this process (same model, batch,
 copies, optimizer, AMP settings); only the train loader differs. Validation uses a tiny
 in-memory set in both runs and is not timed. The reported number is images/s (rows of the
-N x M batch) of the last epoch of each run, best of --repeats alternating runs, so pipeline start-up and the first steps are not counted.
+N x M batch) of the last epoch of each run, best of --repeats alternating runs, so pipeline start-up and
+the first steps are not counted.
 
     python benchmarks/train.py                                 # demo data (prepared on the fly), tiny_resnet, CPU
     python benchmarks/train.py --data data/imagenet --model resnet50 --device cuda --image-size 224 \

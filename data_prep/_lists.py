@@ -12,8 +12,9 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def write_list(path: Path, files: Sequence[str], labels: Sequence[int] | np.ndar
             raise PrepError(f"file name {f!r} has a newline or edge whitespace; rename it before preparing")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
-        fh.writelines(f"{f} {int(lab)}\n" for f, lab in zip(files, labels))
+        fh.writelines(f"{f} {int(lab)}\n" for f, lab in zip(files, labels, strict=True))
     return len(files)
 
 
@@ -128,7 +129,8 @@ def lists_complete(out: Path, meta: Mapping[str, Any]) -> bool:
     return True
 
 
-def already_prepared(out: Path, args: Mapping[str, Any], extra_check: Callable[[Path, dict[str, Any]], bool] | None = None) -> bool:
+def already_prepared(out: Path, args: Mapping[str, Any],
+                     extra_check: Callable[[Path, dict[str, Any]], bool] | None = None) -> bool:
     """True if `out` holds a complete output made with exactly these args."""
     meta = read_meta(out)
     if meta is None or meta.get("created_by") != CREATED_BY or meta.get("format_version") != FORMAT_VERSION:

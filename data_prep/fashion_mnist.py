@@ -19,14 +19,23 @@ import os
 import struct
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from data_prep._lists import (PrepError, already_prepared, atomic_dir, dataset_meta, seeded_rng, write_classes,
-                              write_json, write_list)
+from data_prep._lists import (
+    PrepError,
+    already_prepared,
+    atomic_dir,
+    dataset_meta,
+    seeded_rng,
+    write_classes,
+    write_json,
+    write_list,
+)
 
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
@@ -100,7 +109,7 @@ def _write_jpegs(job: tuple[str, list[str], np.ndarray, int, int]) -> int:
     from PIL import Image
 
     root, rels, images, size, quality = job
-    for rel, img in zip(rels, images):
+    for rel, img in zip(rels, images, strict=True):
         im = Image.fromarray(img)  # 2-D uint8 -> mode "L"
         if size != img.shape[0]:
             im = im.resize((size, size), Image.BICUBIC)
@@ -125,7 +134,8 @@ def _outputs_present(out: Path, meta: dict[str, Any]) -> bool:
 
 def prepare(out: str | os.PathLike[str], *, size: int = 32, seed: int = 0, train_per_class: int | None = None,
             val_per_class: int | None = None, search_train_per_class: int = 400, search_val_per_class: int = 100,
-            source: str | os.PathLike[str] | None = None, workers: int | None = None, force: bool = False, quiet: bool = False) -> Path:
+            source: str | os.PathLike[str] | None = None, workers: int | None = None, force: bool = False,
+            quiet: bool = False) -> Path:
     """Build the prepared Fashion-MNIST dir at `out` (or keep it if already built with these args)."""
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     out_p = Path(out).absolute()
@@ -164,7 +174,7 @@ def prepare(out: str | os.PathLike[str], *, size: int = 32, seed: int = 0, train
         s_val.append(rows[search_train_per_class:search_train_per_class + search_val_per_class])
     search_rows = {"search_train": np.sort(np.concatenate(s_train)), "search_val": np.sort(np.concatenate(s_val))}
 
-    rel = {split: [f"{split}/{CLASSES[lab]}/{i}.JPEG" for i, lab in zip(idx, data[split][1][idx])]
+    rel = {split: [f"{split}/{CLASSES[lab]}/{i}.JPEG" for i, lab in zip(idx, data[split][1][idx], strict=True)]
            for split, idx in (("train", train_idx), ("val", val_idx))}
     labels = {"train": train_labels, "val": data["val"][1][val_idx]}
     indices = {"train": train_idx, "val": val_idx}
@@ -223,8 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output directory (config data.dir)")
     ap.add_argument("--size", type=int, default=32, help="JPEG side in pixels (source images are 28x28)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train-per-class", type=int, default=None, help="images per class from the 60k train set (default all 6000)")
-    ap.add_argument("--val-per-class", type=int, default=None, help="images per class from the 10k test set (default all 1000)")
+    ap.add_argument("--train-per-class", type=int, default=None,
+                    help="images per class from the 60k train set (default all 6000)")
+    ap.add_argument("--val-per-class", type=int, default=None,
+                    help="images per class from the 10k test set (default all 1000)")
     ap.add_argument("--search-train-per-class", type=int, default=400)
     ap.add_argument("--search-val-per-class", type=int, default=100)
     ap.add_argument("--source", default=None, help=f"directory of the gzipped IDX files (default {DEFAULT_SOURCE})")

@@ -23,14 +23,24 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from data_prep._lists import (PrepError, Progress, already_prepared, atomic_dir, dataset_meta, seeded_rng,
-                              split_two, write_classes, write_json, write_list)
+from data_prep._lists import (
+    PrepError,
+    Progress,
+    already_prepared,
+    atomic_dir,
+    dataset_meta,
+    seeded_rng,
+    split_two,
+    write_classes,
+    write_json,
+    write_list,
+)
 
 SCAN_MODES = ("header", "full", "none")
 IMAGE_SUFFIXES = (".jpeg", ".jpg")  # ImageNet uses .JPEG; matched case-insensitively
@@ -158,8 +168,8 @@ def scan(root: Path, rels: list[str], mode: str, workers: int) -> Iterator[tuple
         pool = None
         it = map(_check_chunk, jobs)
     try:
-        for job, results in zip(jobs, it):
-            for rel, (problem, note) in zip(job[1], results):
+        for job, results in zip(jobs, it, strict=True):
+            for rel, (problem, note) in zip(job[1], results, strict=True):
                 yield rel, problem, note
     finally:
         if pool is not None:
@@ -238,7 +248,7 @@ def prepare(root: str | os.PathLike[str], out: str | os.PathLike[str], *,
     n_tr, n_va = split_two(search_train, search_val, caps, seeded_rng(seed, _RNG_COUNTS))
     rng = seeded_rng(seed, _RNG_FILES)
     search: dict[str, tuple[list[str], list[int]]] = {"search_train": ([], []), "search_val": ([], [])}
-    for c, a, b in zip(chosen, n_tr, n_va):
+    for c, a, b in zip(chosen, n_tr, n_va, strict=True):
         # One seeded permutation per class, cut in two: disjoint by construction.
         perm = [good["train"][c][i] for i in rng.permutation(len(good["train"][c]))]
         for split, picked in (("search_train", sorted(perm[:a])), ("search_val", sorted(perm[a:a + b]))):
@@ -257,7 +267,8 @@ def prepare(root: str | os.PathLike[str], out: str | os.PathLike[str], *,
         report = {"root": str(root_p), "scan": scan_mode, "files_checked": len(rels) if scan_mode != "none" else 0,
                   "corrupt": corrupt, "empty_classes": empty, "notes": notes, "ignored_non_jpeg_names": ignored}
         write_json(tmp / "corrupt_report.json", report)
-        per_class = {"search_train": [int(n_tr.min()), int(n_tr.max())], "search_val": [int(n_va.min()), int(n_va.max())]}
+        per_class = {"search_train": [int(n_tr.min()), int(n_tr.max())],
+                     "search_val": [int(n_va.min()), int(n_va.max())]}
         meta = dataset_meta(
             name="imagenet", root=str(root_p), classes=classes, lists=counts, seed=seed,
             source="ImageNet (ILSVRC-2012) class folders", args=args,
@@ -279,11 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output dir for the lists (config data.dir)")
     ap.add_argument("--search-classes", type=int, default=DEFAULT_SEARCH_CLASSES,
                     help="classes in the search subset (paper: lost in extraction; our choice 200)")
-    ap.add_argument("--search-train", type=int, default=DEFAULT_SEARCH_TRAIN, help="search train images (paper: 128,000)")
+    ap.add_argument("--search-train", type=int, default=DEFAULT_SEARCH_TRAIN,
+                    help="search train images (paper: 128,000)")
     ap.add_argument("--search-val", type=int, default=DEFAULT_SEARCH_VAL,
                     help="search validation images, split from train (paper: 50,000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scan", choices=SCAN_MODES, default="header", help="check files: header (fast), full (decode), none")
+    ap.add_argument("--scan", choices=SCAN_MODES, default="header",
+                    help="check files: header (fast), full (decode), none")
     ap.add_argument("--workers", type=int, default=None, help="scan processes (default: all cores)")
     ap.add_argument("--force", action="store_true", help="rebuild even if --out was made with the same arguments")
     a = ap.parse_args(argv)

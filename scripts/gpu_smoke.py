@@ -41,9 +41,10 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -105,7 +106,7 @@ class SyncCounter:
 
     def __init__(self, device: Any) -> None:
         self.cuda = device.type == "cuda"
-        self._cm: Optional[warnings.catch_warnings] = None
+        self._cm: warnings.catch_warnings | None = None
         self._log: list[warnings.WarningMessage] = []
 
     def start(self) -> None:
@@ -212,9 +213,9 @@ class Smoke:
         self.failed: list[str] = []
         self.skipped: dict[str, str] = {}
         self.env: dict[str, Any] = {}
-        self._photos: Optional[list[Any]] = None
+        self._photos: list[Any] | None = None
         self._photo_note = ""
-        self._dataset: Optional[Path] = None
+        self._dataset: Path | None = None
         self.step = ""
 
     def say(self, text: str) -> None:
@@ -307,7 +308,7 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
 
-def _photo_files(arg: Optional[str]) -> tuple[list[Path], str]:
+def _photo_files(arg: str | None) -> tuple[list[Path], str]:
     exts = (".jpg", ".jpeg", ".png")
     if arg:
         d = Path(arg)
@@ -446,7 +447,8 @@ def step_loader(s: Smoke) -> None:
 def step_ops(s: Smoke) -> None:
     import torch
 
-    from hpcaug.ops import load_policy, torch_backend as tb
+    from hpcaug.ops import load_policy
+    from hpcaug.ops import torch_backend as tb
 
     sc = s.scale
     x = s.image_batch(sc.ops_images, 224).to(s.device)
@@ -561,7 +563,7 @@ def step_memory(s: Smoke) -> None:
         torch.cuda.empty_cache()
 
 
-def _memory_run(s: Smoke, rows: int) -> tuple[Optional[tuple[float, ...]], float, int, str]:
+def _memory_run(s: Smoke, rows: int) -> tuple[tuple[float, ...] | None, float, int, str]:
     """Train 2 steps of `rows` rows with train.micro_batches=1, or, when the start-up check refuses
     that, with the micro_batches its message recommends -> (the check's numbers: rows per pass,
     GiB predicted, GiB of the GPU, MiB per row; None off CUDA), peak bytes allocated,
@@ -674,7 +676,7 @@ def step_ranks(s: Smoke) -> None:
             raise CheckFailed(f"{name}: exit {p.returncode}\n{p.stdout[-3000:]}{p.stderr[-3000:]}")
         fps = res["fingerprints"]  # per rank: sum, norm and 256 fixed entries of the weights
         scale = max(1e-12, max(abs(a) for a in fps[0]))
-        spread = max(abs(a - b) for f in fps[1:] for a, b in zip(fps[0], f)) / scale
+        spread = max(abs(a - b) for f in fps[1:] for a, b in zip(fps[0], f, strict=True)) / scale
         s.results[f"ranks_{name}_img_s"] = round(res["images_per_s"], 1)
         s.say(f"{name}: {res['size']} ranks, backend {res['backend']} on {res['device']}, {res['steps']} steps, "
               f"{res['images_per_s']:,.1f} img/s in all; weights agree across ranks to {spread:.2g}")
@@ -782,7 +784,7 @@ def _summary(s: Smoke) -> int:
     return 0
 
 
-def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="scripts/gpu_smoke.sh", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 2)[2])
@@ -805,7 +807,7 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     import logging
 

@@ -18,8 +18,7 @@ import pytest
 import torch
 
 from hpcaug.config import Config
-from hpcaug.data import Batch, CorruptImageError, build_train_loader, build_val_loader
-from hpcaug.data import _plan
+from hpcaug.data import Batch, CorruptImageError, _plan, build_train_loader, build_val_loader
 from hpcaug.data.index import DatasetIndex
 from hpcaug.ops.policy import AWSPolicy, NoPolicy
 
@@ -62,7 +61,8 @@ def test_train_plan_is_a_seeded_permutation_in_full_global_batches() -> None:
     order = _plan.epoch_order(n, 7, 2)
     assert np.array_equal(order, _plan.epoch_order(n, 7, 2))
     assert not np.array_equal(order, _plan.epoch_order(n, 7, 3))
-    seen = np.concatenate([_plan.train_step_indices(order, s, bs, r, world) for s in range(steps) for r in range(world)])
+    seen = np.concatenate([_plan.train_step_indices(order, s, bs, r, world)
+                           for s in range(steps) for r in range(world)])
     assert len(seen) == steps * bs * world and len(set(seen.tolist())) == len(seen)
     with pytest.raises(ValueError, match="fewer than one global batch"):
         _plan.train_steps(10, 8, 2)
@@ -111,7 +111,7 @@ def test_val_images_are_the_listed_files_resized_and_centre_cropped(imagenet_dat
     for b in batches:
         assert torch.equal(b.labels, torch.from_numpy(split.labels[b.indices.numpy()]))
         assert (b.choices == -1).all()
-        for img, row in zip(b.images, b.indices.tolist()):
+        for img, row in zip(b.images, b.indices.tolist(), strict=True):
             ref = _reference_val(files[row], 80, 64, cfg.data.mean, cfg.data.std)
             err = (img - ref).abs().mean()
             assert err < 0.12, f"row {row}: mean abs error {err:.3f} vs PIL reference (wrong image?)"
@@ -306,7 +306,7 @@ def test_channels_last_output_has_the_same_pixels(imagenet_data: Path, backend: 
         loader.channels_last = cl
         out[cl] = _epoch(loader)
         loader.close()
-    for a, b in zip(out[False], out[True]):
+    for a, b in zip(out[False], out[True], strict=True):
         assert b.images.shape == a.images.shape == (4 * m, 3, 32, 32)
         assert b.images.is_contiguous(memory_format=torch.channels_last) and a.images.is_contiguous()
         assert torch.equal(a.images, b.images) and torch.equal(a.indices, b.indices)
@@ -372,7 +372,8 @@ def _prepared_with_bad(tmp: Path, tree: Path) -> tuple[Path, dict[str, str]]:
     (d / "lists" / "classes.txt").write_text("\n".join(classes) + "\n")
     (d / "lists" / "train.txt").write_text("".join(f"{f} {lab}\n" for f, lab in rows))
     val = sorted((root / "val").glob("*/*.JPEG"))
-    (d / "lists" / "val.txt").write_text("".join(f"{p.relative_to(root)} {classes.index(p.parent.name)}\n" for p in val))
+    (d / "lists" / "val.txt").write_text("".join(f"{p.relative_to(root)} {classes.index(p.parent.name)}\n"
+                                                 for p in val))
     (d / "dataset.json").write_text(json.dumps({"name": "bad", "root": str(root), "num_classes": len(classes),
                                                 "lists": {"train": len(rows), "val": len(val)}}))
     return d, bad

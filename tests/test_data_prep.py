@@ -13,11 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _fixtures_data import (
+    DEMO_SEARCH_TRAIN_PER_CLASS,
+    DEMO_SEARCH_VAL_PER_CLASS,
+    DEMO_SIZE,
+    DEMO_TRAIN_PER_CLASS,
+    DEMO_VAL_PER_CLASS,
+    EMPTY_WNID,
+    TREE_TRAIN_PER_CLASS,
+    TREE_VAL_PER_CLASS,
+    TREE_WNIDS,
+    build_imagenet_tree,
+)
 from PIL import Image
 
-from _fixtures_data import (DEMO_SEARCH_TRAIN_PER_CLASS, DEMO_SEARCH_VAL_PER_CLASS, DEMO_SIZE,
-                            DEMO_TRAIN_PER_CLASS, DEMO_VAL_PER_CLASS, EMPTY_WNID, TREE_TRAIN_PER_CLASS,
-                            TREE_VAL_PER_CLASS, TREE_WNIDS, build_imagenet_tree)
 from data_prep import fashion_mnist as fm
 from data_prep import imagenet as inet
 from data_prep._lists import PrepError, atomic_dir, balanced_counts, split_two
@@ -81,7 +90,7 @@ def test_fm_lists_match_source_labels(demo_data: Path, source) -> None:
         s = idx[split]
         assert np.bincount(s.labels, minlength=10).tolist() == [per] * 10, split
         src_split = "val" if split == "val" else "train"
-        for f, lab in zip(s.files, s.labels):
+        for f, lab in zip(s.files, s.labels, strict=True):
             top, cls, name = f.split("/")
             n = int(name.removesuffix(".JPEG"))
             assert top == src_split and cls == fm.CLASSES[lab]
@@ -277,7 +286,7 @@ def test_imagenet_bad_files_reported_and_excluded(tmp_path: Path, imagenet_tree_
     assert len(train) == TREE_TRAIN_PER_CLASS * 4 and len(val) == TREE_VAL_PER_CLASS * 4
     assert not set(bad) & set(train.files)
     for s in (train, val, idx["search_train"], idx["search_val"]):
-        for f, lab in zip(s.files, s.labels):
+        for f, lab in zip(s.files, s.labels, strict=True):
             assert f.split("/")[1] == idx.classes[lab]
         assert all(os.path.isfile(p) for p in s.abs_files())
     s_tr, s_va = idx["search_train"], idx["search_val"]

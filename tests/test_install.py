@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("module", ["torch", "torchvision", "nvidia.dali", "horovod.torch", "submitit", "h5py", "hpcaug"])
+@pytest.mark.parametrize("module", ["torch", "torchvision", "nvidia.dali", "horovod.torch", "submitit", "h5py",
+                                    "hpcaug"])
 def test_import(module):
     importlib.import_module(module)
 

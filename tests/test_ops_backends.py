@@ -16,7 +16,7 @@ import torch
 pytest.importorskip("nvidia.dali")
 from nvidia.dali import fn, pipeline_def, types  # noqa: E402
 
-from hpcaug.ops import (OPS, SubPolicyPolicy, UniformAWS, apply_program, op_id)  # noqa: E402
+from hpcaug.ops import OPS, SubPolicyPolicy, UniformAWS, apply_program, op_id  # noqa: E402
 from hpcaug.ops import dali_backend as db  # noqa: E402
 from hpcaug.ops.policy import program_from_elements  # noqa: E402
 from hpcaug.ops.table import NUM_BINS  # noqa: E402

@@ -31,7 +31,8 @@ def test_translation_slices_equal_the_gather(name: str) -> None:
     x = _images(len(v))
     ids = torch.full((len(v),), get_op(name).id)
     want = tb._gather(x, tb._coeffs(ids, v, x.shape[2], x.shape[3]))
-    got = apply_program(x, ids.view(-1, 1), torch.stack([v, torch.zeros_like(v), torch.zeros_like(v)], 1).view(-1, 1, 3))
+    params = torch.stack([v, torch.zeros_like(v), torch.zeros_like(v)], 1).view(-1, 1, 3)
+    got = apply_program(x, ids.view(-1, 1), params)
     assert torch.equal(got, want)
     assert tb._is_shift(tb._coeffs(ids, v, x.shape[2], x.shape[3])).all()
 
@@ -74,7 +75,8 @@ def test_dali_uint8_enhance_ops_equal_torch_on_every_level(name: str) -> None:
     levels = torch.arange(256, dtype=torch.uint8).view(16, 16)
     x = torch.stack([torch.stack([levels, levels.t(), levels.flip(0)]) for _ in range(len(v))])
     if name == "Contrast":  # different mean grey per sample
-        x = torch.cat([x[:, :, :8], (x[:, :, 8:].int() * (torch.arange(len(v)).view(-1, 1, 1, 1) + 1) // len(v)).to(torch.uint8)], 2)
+        scale = torch.arange(len(v)).view(-1, 1, 1, 1) + 1
+        x = torch.cat([x[:, :, :8], (x[:, :, 8:].int() * scale // len(v)).to(torch.uint8)], 2)
     ids = torch.full((len(v), 1), get_op(name).id)
     params = torch.zeros(len(v), 1, 3)
     params[:, 0, 0] = v

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpcaug.ops import OPS, UniformAWS, apply_program, torch_backend as tb
+from hpcaug.ops import OPS, UniformAWS, apply_program
+from hpcaug.ops import torch_backend as tb
 from hpcaug.ops.policy import SubPolicyPolicy
 
 

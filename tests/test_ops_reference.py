@@ -9,8 +9,8 @@ to nearest, torchvision truncates) and from tie-breaking on exact pixel boundari
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -38,7 +38,8 @@ def _tv(name: str, x: torch.Tensor, v: float) -> torch.Tensor:
     h, w = x.shape[-2:]
     if name in ("ShearX", "ShearY"):
         sh = [math.degrees(math.atan(v)), 0.0] if name == "ShearX" else [0.0, math.degrees(math.atan(v))]
-        return TF.affine(x, angle=0.0, translate=[0, 0], scale=1.0, shear=sh, interpolation=NN, fill=FILL, center=[0, 0])
+        return TF.affine(x, angle=0.0, translate=[0, 0], scale=1.0, shear=sh, interpolation=NN, fill=FILL,
+                         center=[0, 0])
     if name in ("TranslateX", "TranslateY"):
         t = [int(math.floor(v * w + 0.5)), 0] if name == "TranslateX" else [0, int(math.floor(v * h + 0.5))]
         return TF.affine(x, angle=0.0, translate=t, scale=1.0, shear=[0.0, 0.0], interpolation=NN, fill=FILL)
@@ -58,7 +59,8 @@ def _pil(name: str, x: torch.Tensor, v: float) -> torch.Tensor:
     w, h = im.size
     kw = {"resample": Image.NEAREST, "fillcolor": (FILL,) * 3}
     data = {"ShearX": (1, v, 0, 0, 1, 0), "ShearY": (1, 0, 0, v, 1, 0),
-            "TranslateX": (1, 0, -math.floor(v * w + 0.5), 0, 1, 0), "TranslateY": (1, 0, 0, 0, 1, -math.floor(v * h + 0.5))}
+            "TranslateX": (1, 0, -math.floor(v * w + 0.5), 0, 1, 0),
+            "TranslateY": (1, 0, 0, 0, 1, -math.floor(v * h + 0.5))}
     out = im.rotate(v, **kw) if name == "Rotate" else im.transform(im.size, Image.AFFINE, data[name], **kw)
     return torch.from_numpy(np.array(out)).permute(2, 0, 1)
 

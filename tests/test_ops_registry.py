@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from hpcaug.config import Config
-from hpcaug.ops import (AWS_SPACE, NoPolicy, RandAugment, SubPolicyPolicy, TrivialAugment, UniformAWS,
-                        torch_backend)
+from hpcaug.ops import AWS_SPACE, NoPolicy, RandAugment, SubPolicyPolicy, TrivialAugment, UniformAWS, torch_backend
 from hpcaug.ops.policy import AUTOAUGMENT_IMAGENET, RA_OPS, AWSPolicy, Policy
 from hpcaug.ops.spaces import ADVAA_SPACE
-from hpcaug.ops.table import OP_NAMES, OPS, IDENTITY, Implementations
+from hpcaug.ops.table import IDENTITY, OP_NAMES, OPS, Implementations
 
 
 def test_every_op_has_an_implementation_in_each_backend() -> None:

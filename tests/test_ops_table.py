@@ -7,9 +7,22 @@ import math
 import pytest
 import torch
 
-from hpcaug.ops import (ADVAA_SPACE, AWS_SPACE, AWSPolicy, NoPolicy, RandAugment, SubPolicyPolicy,
-                        TrivialAugment, UniformAWS, apply_program, aws_log_probs, get_op, load_policy,
-                        op_id, policy_from_json)
+from hpcaug.ops import (
+    ADVAA_SPACE,
+    AWS_SPACE,
+    AWSPolicy,
+    NoPolicy,
+    RandAugment,
+    SubPolicyPolicy,
+    TrivialAugment,
+    UniformAWS,
+    apply_program,
+    aws_log_probs,
+    get_op,
+    load_policy,
+    op_id,
+    policy_from_json,
+)
 from hpcaug.ops.policy import AUTOAUGMENT_IMAGENET, SCHEMA_VERSION, Sampled, aws_theta_size
 from hpcaug.ops.table import NUM_BINS, OP_NAMES, OPS, check_param
 
@@ -24,7 +37,8 @@ def test_op_ids_are_the_documented_order() -> None:
 
 @pytest.mark.parametrize("name,b3,b6,b9", [
     ("ShearX", 0.1, 0.2, 0.3), ("ShearY", 0.1, 0.2, 0.3),
-    ("TranslateX", 150 / 331 / 3, 2 * 150 / 331 / 3, 150 / 331), ("TranslateY", 150 / 331 / 3, 2 * 150 / 331 / 3, 150 / 331),
+    ("TranslateX", 150 / 331 / 3, 2 * 150 / 331 / 3, 150 / 331),
+    ("TranslateY", 150 / 331 / 3, 2 * 150 / 331 / 3, 150 / 331),
     ("Rotate", 10, 20, 30), ("Color", 0.3, 0.6, 0.9), ("Contrast", 0.3, 0.6, 0.9), ("Sharpness", 0.3, 0.6, 0.9),
     ("Brightness", 0.3, 0.6, 0.9), ("Posterize", 7, 5, 4), ("Solarize", 256 * 2 / 3, 256 / 3, 0),
 ])

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from hpcaug.config import AugmentConfig, load_config
-from hpcaug.ops.policy import (NoPolicy, Policy, RandAugment, SubPolicyPolicy, TrivialAugment, UniformAWS,
-                               load_policy)
+from hpcaug.ops.policy import NoPolicy, Policy, RandAugment, SubPolicyPolicy, TrivialAugment, UniformAWS, load_policy
 from hpcaug.ops.table import NUM_BINS
 from hpcaug.policy_names import FAMILIES, accepted, parse_policy_name, policy_arg
 

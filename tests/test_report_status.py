@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_report_aws import build_aws_run
 
 
@@ -88,7 +87,8 @@ def test_late_result_is_kept_and_shown(tmp_path: Path, monkeypatch: pytest.Monke
     assert f"LATE results: trajectories 3 finished after the update: kept in {rd.late_dir(0)}, not counted" in text
     assert "LATE results of trajectories 3" in write_report(run, tmp_path / "rep").read_text()
     # a fine-tune started after the update refuses, naming the next round (0-based, as --round)
-    with pytest.raises(RuntimeError, match=r"round 0 is already updated.*the next round is 1: `--stage finetune --round 1`"):
+    with pytest.raises(RuntimeError,
+                       match=r"round 0 is already updated.*the next round is 1: `--stage finetune --round 1`"):
         aws.run_finetune(cfg, run, 3)
 
 

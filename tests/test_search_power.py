@@ -28,7 +28,7 @@ def test_the_fast_path_is_the_update_stage(tmp_path: Path) -> None:
         cfg = _cfg(tmp_path / design, **{"aws.trajectory": design, "aws.result_policy": "mean_last"})
         fast = power.simulate(cfg, images=20_000, rounds=3, seed=1)
         real = power.simulate(cfg, images=20_000, rounds=3, seed=1, run_dir=tmp_path / design / "run")
-        for a, b in zip(fast.thetas, real.thetas):
+        for a, b in zip(fast.thetas, real.thetas, strict=True):
             assert torch.allclose(a.double(), b.double(), atol=1e-6), design
         assert fast.mean_rewards == pytest.approx(real.mean_rewards)
 

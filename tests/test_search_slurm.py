@@ -17,8 +17,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -101,8 +102,8 @@ def test_sbatch_search_with_a_cancelled_finetune(slurm_cluster: Any, data: Path,
     env = {**slurm_cluster.env, "PYTHON": sys.executable}
     out = tmp_path / "driver.out"
     driver = subprocess.run(["sbatch", "--parsable", f"--output={out}", str(REPO / "slurm" / "aws_search.sh"),
-                             CONFIG, "--set", *tiny_sets(data, run), "cluster.nodes=2"], env=env, cwd=REPO, capture_output=True,
-                            text=True, timeout=60, check=True).stdout.strip()
+                             CONFIG, "--set", *tiny_sets(data, run), "cluster.nodes=2"], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=60, check=True).stdout.strip()
     # round 0's array is submitted up front and waits for the shared stage: cancel one task
     arr = wait_for(lambda: recorded(run, "finetune-0"), 120, "the finetune-0 array to be submitted")
     assert slurm_cluster.run("squeue", "-h", "-j", f"{arr}_3", "-o", "%T").stdout.strip() == "PENDING"
@@ -159,7 +160,7 @@ def test_cli_search_killed_and_resumed(slurm_cluster: Any, data: Path, tmp_path:
     assert "- shared" not in log2 and "finetune round 0" not in log2, log2
     assert "finetune round 1: trajectories 4-7: submitted" in log2, log2
     new_ids = [recorded(run, k) for k in ("finetune-1", "update-1", "final")]
-    assert all(a != b for a, b in zip(ids, new_ids))
+    assert all(a != b for a, b in zip(ids, new_ids, strict=True))
 
     # a third driver re-attaches to the queued jobs (no duplicates) and follows them to the end
     third = subprocess.run([sys.executable, "-m", "hpcaug.submit", "--stage", "search", "--config", CONFIG,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _fixtures_cluster import SlurmCluster
 
 from hpcaug.submit import main
 
@@ -109,8 +110,9 @@ def test_a_run_dir_started_with_another_config_refuses(tmp_path: Path, base_args
     (["--stage", "search", "--no-wait", "--set", "cluster.cpus_per_task=-1"], ["cluster.cpus_per_task must be >= 1"]),
     (["--stage", "finetune", "--no-wait", "--array", "0-3-5"], ["'0-3-5' has 2 '-'", "START-END[:STEP]"]),
 ], ids=["rounds", "time_update", "cpus_per_task", "array"])
-def test_reported_bad_input_submits_nothing(tmp_path: Path, demo_data: Path, slurm_cluster, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str], extra: list[str], needles: list[str]) -> None:  # type: ignore[no-untyped-def]
+def test_reported_bad_input_submits_nothing(tmp_path: Path, demo_data: Path, slurm_cluster: SlurmCluster,
+                                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                            extra: list[str], needles: list[str]) -> None:
     """The inputs of the report, on the real cluster: refused with the key named, no run dir, no job."""
     name = f"val{uuid.uuid4().hex[:8]}"  # this test's jobs, if any were submitted
     args = ["--config", str(REPO / "configs" / "demo.yaml"), "--executor", "slurm",
@@ -175,7 +177,8 @@ def _numeric_keys() -> set[str]:
 
 def test_every_numeric_field_has_a_range() -> None:
     missing = sorted(_numeric_keys() - set(OUT_OF_RANGE))
-    assert not missing, f"numeric config fields with no range test (add them to OUT_OF_RANGE and a check in config.py): {missing}"
+    assert not missing, ("numeric config fields with no range test (add them to OUT_OF_RANGE and a check in "
+                         f"config.py): {missing}")
 
 
 @pytest.mark.parametrize("key", sorted(OUT_OF_RANGE))

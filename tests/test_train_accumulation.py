@@ -58,7 +58,7 @@ def _one_step(k: int, precision: Precision) -> list[torch.Tensor]:
 def test_micro_batches_give_the_weights_of_one_pass(k: int) -> None:
     ref = _one_step(1, Precision("cpu"))
     got = _one_step(k, Precision("cpu"))
-    for a, b in zip(ref, got):
+    for a, b in zip(ref, got, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (a - b).abs().max()
 
 
@@ -70,7 +70,7 @@ def test_bfloat16_autocast_needs_no_grad_scaler() -> None:
     assert Precision("cuda", torch.float16).uses_scaler
     ref = _one_step(1, Precision("cpu"))
     got = _one_step(2, p)
-    for a, b in zip(ref, got):
+    for a, b in zip(ref, got, strict=True):
         assert torch.isfinite(b).all() and torch.allclose(a, b, atol=0.05)
 
 
@@ -119,7 +119,7 @@ d.shutdown()
 
 
 def _close(a: list[list[float]], b: list[list[float]], tol: float) -> bool:
-    return all(torch.allclose(torch.tensor(x), torch.tensor(y), rtol=tol, atol=tol) for x, y in zip(a, b))
+    return all(torch.allclose(torch.tensor(x), torch.tensor(y), rtol=tol, atol=tol) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("launcher", ["horovodrun", "torchrun"])

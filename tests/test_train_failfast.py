@@ -41,7 +41,7 @@ def _with_corrupt_file(demo: Path, dest: Path, rank: int, step: int, world: int)
     files = list(split.files)
     files[row] = str(bad)  # an absolute path: os.path.join(root, it) is the path itself
     (dest / "lists" / "search_train.txt").write_text(
-        "".join(f"{f} {int(lab)}\n" for f, lab in zip(files, split.labels)))
+        "".join(f"{f} {int(lab)}\n" for f, lab in zip(files, split.labels, strict=True)))
     return str(bad)
 
 

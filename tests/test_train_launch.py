@@ -88,7 +88,7 @@ def test_srun_rendezvous_takes_the_next_port_when_one_is_taken(tmp_path: Path, m
         foreign.shutdown()
         foreign.server_close()
         silent.close()
-    for p, (out, err) in zip(procs, outs):
+    for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, out + err[-3000:]
     assert sorted(o for o, _ in outs) == ["RANK 0 2 2.0\n", "RANK 1 2 2.0\n"], outs
 
@@ -191,7 +191,7 @@ def test_sbatch_scripts_requeue_timer_lead(tmp_path: Path) -> None:
     assert "no requeue timer" in _requeue_timer(tmp_path, "UNLIMITED", "UNLIMITED")
     for script in ("final_train.sh", "advaa_train.sh"):
         text = (REPO / "slurm" / script).read_text()
-        assert "--signal" not in "".join(l for l in text.splitlines() if l.startswith("#SBATCH"))
+        assert "--signal" not in "".join(ln for ln in text.splitlines() if ln.startswith("#SBATCH"))
         assert f"requeue_timer {script}" in text
 
 
@@ -254,8 +254,8 @@ def test_final_train_sh_with_a_short_time_limit_requeues_near_its_end(tmp_path: 
             assert time.monotonic() < deadline, f"no requeue: {text[-3000:]}"
             time.sleep(0.5)
         ran = time.monotonic() - started
-        m = re.search(r"final_train\.sh: time limit 60 s, (\d+) s left: requeue signal in (\d+) s \(6 s before the end\)",
-                      text)
+        m = re.search(r"final_train\.sh: time limit 60 s, (\d+) s left: "
+                      r"requeue signal in (\d+) s \(6 s before the end\)", text)
         assert m and int(m.group(2)) == int(m.group(1)) - 6, text[-3000:]
         assert ran > 35, f"requeued {ran:.0f} s after the start: {text[-3000:]}"
         assert text.count("requeueing job") == 1, text[-3000:]

@@ -141,7 +141,7 @@ def test_crash_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
                 val_loader=_loaders()[1])
     assert got.steps == ref.steps == 6 and len(got.history) == len(ref.history) == 2
     assert torch.equal(got.choice_counts, ref.choice_counts)
-    for a, b in zip(got.history, ref.history):
+    for a, b in zip(got.history, ref.history, strict=True):
         assert a["train_samples"] == b["train_samples"]
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     wa = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
