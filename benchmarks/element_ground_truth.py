@@ -41,7 +41,8 @@ def element_policy(index: int) -> Policy:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per element")
-    ap.add_argument("--none-seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the no-augmentation reference")
+    ap.add_argument("--none-seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="seeds of the no-augmentation reference")
     ap.add_argument("--set", nargs="*", default=[], metavar="section.key=value", help="overrides of the regime")
     ap.add_argument("--out", default=str(REPO / "runs" / "element_ground_truth"))
     args = ap.parse_args()
@@ -76,7 +77,8 @@ def main() -> None:
         "config": json.loads(cfg.to_json()), "seeds": args.seeds, "none_seeds": args.none_seeds, "top1": acc,
         "none_mean": none_m, "none_std": none_sd, "margin": margin, "verdict": verdict, "harmful": harmful}, indent=2))
 
-    print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}, {cfg.train.epochs} epochs, "
+    print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}, "
+          f"{cfg.train.epochs} epochs, "
           f"no base augmentation; top-1 on the 10,000-image test set; {time.time() - t0:.0f} s")
     print(f"no augmentation: {none_m:.4f} +- {none_sd:.4f} over seeds {args.none_seeds}; "
           f"uniform AWS policy: {mean_std(acc['uniform'])[0]:.4f}; margin {margin:.4f}\n")

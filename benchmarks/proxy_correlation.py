@@ -149,7 +149,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("hpcaug").setLevel(logging.INFO if args.verbose else logging.WARNING)
     if not (Path(args.data) / "dataset.json").is_file():
-        raise SystemExit(f"{args.data}: no dataset.json; run .venv/bin/python -m data_prep.fashion_mnist --out {args.data}")
+        raise SystemExit(f"{args.data}: no dataset.json; run "
+                         f".venv/bin/python -m data_prep.fashion_mnist --out {args.data}")
 
     t0 = time.time()
     # every training dir is keyed by its settings (a finished one is reused, never a different one)
@@ -172,7 +173,7 @@ def main() -> None:
             res = train(scfg, out / "gt" / f"e{args.epochs}_s{s}" / name, [pol], epochs=args.epochs, dist=dist)
             accs.append(eval_on(scfg, load_model(scfg, res.checkpoint, ncls), dist, args.gt_split))
         gt[name], gt_seeds[name] = sum(accs) / len(accs), accs
-        log(f"ground truth {name:28s} top1 {gt[name]:.4f}  seeds {['%.4f' % a for a in accs]}")
+        log(f"ground truth {name:28s} top1 {gt[name]:.4f}  seeds {[f'{a:.4f}' for a in accs]}")
 
     # ---- shared stages (E1): uniform policy (AWS) and no augmentation
     shared_u = train(cfg, out / f"shared_uniform_e{args.shared_epochs}", [AWSPolicy.uniform()],
@@ -201,7 +202,8 @@ def main() -> None:
     names = [n for n, _ in pols]
     print()
     print(f"settings: K={len(pols)} policies, tiny_resnet 32x32, batch {args.batch_size}, {args.steps} steps/epoch, "
-          f"ground truth {args.epochs} epochs x seeds {args.seeds} on '{args.gt_split}', shared E1={args.shared_epochs}, "
+          f"ground truth {args.epochs} epochs x seeds {args.seeds} on '{args.gt_split}', "
+          f"shared E1={args.shared_epochs}, "
           f"fine-tune E2={args.finetune_epochs} at lr {cfg.aws.finetune_lr:g} (constant), proxies on "
           f"'{cfg.data.val_list}'; {time.time() - t0:.0f} s")
     print()

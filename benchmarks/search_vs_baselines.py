@@ -97,7 +97,8 @@ def main() -> None:
     acc: dict[str, list[float]] = {}
     for name, pol in policies.items():
         # the searched policy's dir is keyed by the policy itself: another search never reuses it
-        key = name if name != "aws_searched" else f"aws_searched_{hashlib.sha256(policy_path.read_bytes()).hexdigest()[:10]}"
+        digest = hashlib.sha256(policy_path.read_bytes()).hexdigest()[:10]
+        key = name if name != "aws_searched" else f"aws_searched_{digest}"
         acc[name] = [train_and_test(cfg, pol, final / key / f"s{s}", s, dist) for s in args.seeds]
         log(f"{name:14s} {' '.join(f'{a:.4f}' for a in acc[name])}")
     if args.advaa_policies > 0:
@@ -122,7 +123,8 @@ def advaa_runs(cfg: Config, final: Path, m: int, seeds: list[int], dist: Any) ->
 def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], policy_path: Path,
            run: Path | None, seconds: float) -> None:
     a = cfg.aws
-    print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}, {cfg.train.epochs} epochs, "
+    print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}, "
+          f"{cfg.train.epochs} epochs, "
           f"no base augmentation; seeds {args.seeds}; top-1 on the 10,000-image test set; {seconds:.0f} s")
     if run is not None:
         print(f"search: {a.trajectory} K={a.ops_per_trajectory}, {a.parametrisation}, {a.rounds} rounds x "
@@ -134,7 +136,7 @@ def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], p
     print("\n| policy | test top-1 mean +- std | per seed |\n|---|---|---|")
     stats = {k: mean_std(v) for k, v in acc.items()}
     for name, xs in acc.items():
-        print(f"| {name} | {stats[name][0]:.4f} +- {stats[name][1]:.4f} | {', '.join('%.4f' % x for x in xs)} |")
+        print(f"| {name} | {stats[name][0]:.4f} +- {stats[name][1]:.4f} | {', '.join(f'{x:.4f}' for x in xs)} |")
     gt = Path(args.ground_truth) if args.ground_truth else default_ground_truth(cfg)
     hm = harmful_mass(policy_path, gt)
     print()

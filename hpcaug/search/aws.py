@@ -199,11 +199,13 @@ def run_update(cfg: Config, run_dir: str | os.PathLike[str] | None, r: int) -> d
                 f"(aws.quorum={cfg.aws.quorum}) needs {need}. Missing: {format_ranges(missing)}. Resubmit them with "
                 f"`python -m hpcaug.submit --stage finetune --round {r} --config ...`, then `--stage update "
                 f"--round {r}` (or `--stage search` to resume everything). Logs: {rd.logs_dir}")
-        state = ppo.PPOState.from_dict(read_pt(rd.ppo_state_path(r))) if rd.ppo_state_path(r).exists() else ppo.PPOState()
+        state_path = rd.ppo_state_path(r)
+        state = ppo.PPOState.from_dict(read_pt(state_path)) if state_path.exists() else ppo.PPOState()
         a = cfg.aws
         settings = ppo_settings(cfg)
         lr = ppo.policy_lr(r, a.policy_lr, a.policy_lr_warmup_rounds)
-        out = ppo.ppo_update(theta, weights, rewards, state, lr=lr, settings=settings, parametrisation=a.parametrisation)
+        out = ppo.ppo_update(theta, weights, rewards, state, lr=lr, settings=settings,
+                             parametrisation=a.parametrisation)
         write_pt(rd.ppo_state_path(r + 1), out.state.to_dict())
         write_pt(rd.theta_path(r + 1), {"theta": out.theta, "round": r + 1, "parametrisation": a.parametrisation})
         source = write_policy(cfg, rd, out.theta, rounds_done=r + 1, mean_reward=out.stats["mean_reward"])

@@ -12,8 +12,8 @@ Read by the CLI's summary and the report; computed from the run-dir model alone.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

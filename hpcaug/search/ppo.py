@@ -78,7 +78,7 @@ class PPOState:
         return {"adam": self.adam, "baseline": self.baseline, "step": self.step}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PPOState":
+    def from_dict(cls, d: dict[str, Any]) -> PPOState:
         return cls(adam=d.get("adam"), baseline=d.get("baseline"), step=int(d.get("step", 0)))
 
 
@@ -186,7 +186,8 @@ def ppo_update(theta: torch.Tensor, weights: torch.Tensor, rewards: torch.Tensor
     return UpdateOutput(new_theta, PPOState(adam=opt.state_dict(), baseline=new_ema, step=state.step + 1), stats)
 
 
-def select_result(thetas: list[torch.Tensor], mean_rewards: list[float], rule: str, window: int) -> tuple[torch.Tensor, dict[str, Any]]:
+def select_result(thetas: list[torch.Tensor], mean_rewards: list[float], rule: str,
+                  window: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """The theta that becomes policy.json after len(mean_rewards) updates, and why.
 
     thetas[r] is the policy round r sampled from (thetas[-1]: the newest, not yet evaluated);
