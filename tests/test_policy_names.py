@@ -4,6 +4,7 @@ config (augment.policy) and both CLIs' --policy, before anything runs."""
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from hpcaug.config import AugmentConfig, load_config
 from hpcaug.ops.policy import NoPolicy, Policy, RandAugment, SubPolicyPolicy, TrivialAugment, UniformAWS, load_policy
 from hpcaug.ops.table import NUM_BINS
-from hpcaug.policy_names import FAMILIES, accepted, parse_policy_name, policy_arg
+from hpcaug.policy_names import _OLD, FAMILIES, accepted, form, parse_policy_name, policy_arg
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
@@ -144,3 +145,28 @@ def test_checking_a_name_imports_no_torch() -> None:
     code = ("import sys; from hpcaug.config import AugmentConfig; AugmentConfig(policy='randaugment-n2-m9'); "
             "assert 'torch' not in sys.modules, 'the config imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_the_docs_name_only_accepted_policies() -> None:
+    """A policy name written in README.md or docs/*.md parses (or is a family's written form,
+    randaugment-n<N>-m<M>); an earlier or malformed spelling only in a paragraph that says so."""
+    token = re.compile(r"`([a-z][a-z0-9_<>-]*)`")
+    forms = {form(f) for f in FAMILIES}
+    bad = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for para in re.split(r"\n\s*\n", doc.read_text()):
+            if any(w in para.lower() for w in ("refused", "earlier", "malformed")):
+                continue
+            for name in token.findall(para):
+                is_policy = name in _OLD or any(name == f or name.startswith(f + "-") for f in FAMILIES)
+                if is_policy and name not in forms and _parses(name) is not None:
+                    bad.append(f"{doc.relative_to(REPO)}: `{name}`: {_parses(name)}")
+    assert not bad, "\n".join(bad)
+
+
+def _parses(name: str) -> str | None:
+    try:
+        parse_policy_name(name)
+    except ValueError as e:
+        return str(e).split(";")[0]
+    return None
