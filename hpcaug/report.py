@@ -325,10 +325,7 @@ def _aws_state(run: AWSRun) -> list[str]:
     source = (last or {}).get("policy_json")
     if source:
         lines.append(f"- policy.json: `aws.result_policy: {source['rule']}`, {source['why']}")
-    design = (run.config.get("aws") or {}).get("trajectory", "per_image")
-    lines.append(f"- trajectory design: `{design}`"
-                 + (f", K = {run.config['aws'].get('ops_per_trajectory')} operations per fine-tune"
-                    if design == "op_set" else " (each image draws from p_theta)"))
+    lines.append(f"- trajectory design: `{run.design}` (docs/search.md, \"Trajectory designs\")")
     cur = run.current
     if cur is not None:
         lines.append(f"- round {cur.index}: {len(cur.results)} of {t} fine-tune results, not yet updated")

@@ -240,7 +240,7 @@ def run_status(run_dir: str | Path, *, slurm: bool | None = None, now: float | N
     now = time.time() if now is None else now
     acct, source = _query(run, slurm)
     if isinstance(run, AWSRun):
-        head = (f"run dir {run.root} (AWS search `{run.name}`, {run.parametrisation}, "
+        head = (f"run dir {run.root} (AWS search `{run.name}`, {run.design}, {run.parametrisation}, "
                 f"{run.trajectories_per_round} trajectories per round)")
         body = _aws_status(run, acct, now)
     else:

@@ -111,6 +111,13 @@ class AWSRun:
         return str(self.config.get("aws", {}).get("parametrisation", "joint"))
 
     @property
+    def design(self) -> str:
+        """What a fine-tune evaluates: 'op_set K=16' or 'per_image' (run dirs from before the key: per_image)."""
+        a = self.config.get("aws", {})
+        kind = str(a.get("trajectory", "per_image"))
+        return f"op_set K={a.get('ops_per_trajectory')}" if kind == "op_set" else kind
+
+    @property
     def planned_rounds(self) -> int:
         return int(self.config.get("aws", {}).get("rounds", 0))
 
