@@ -116,7 +116,8 @@ def reward_of(history: list[dict[str, Any]], top_k: int) -> float:
 
 
 def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int) -> dict[str, Any]:
-    """One trajectory of the search: fine-tune the shared weights with p_theta of its round.
+    """One trajectory of the search: fine-tune the shared weights with what its round's p_theta
+    gives it (aws.trajectory: op_set = K operations drawn once; per_image = p_theta itself).
 
     Writes only rounds/<r>/results/<traj>.json (atomically), or rounds/<r>/late/<traj>.json when
     the round's update ran while it trained (RunDir.write_result: kept, shown, not counted); the
