@@ -136,3 +136,34 @@ def test_sbatch_script_gives_every_rank_its_cpus(tmp_path: Path, slurm_cluster, 
     step0 = [line.split("|") for line in steps.splitlines() if line.startswith(f"{job}.0|")]
     assert step0 and step0[0][1:3] == ["4", "2"], steps
     assert "--cpus-per-task=2" in step0[0][3] and "--cpu-bind=cores" in step0[0][3], steps
+
+
+def test_submitit_stage_jobs_give_every_rank_its_cpus(tmp_path: Path, slurm_cluster) -> None:
+    """The stages' submitit jobs (hpcaug.search.jobs.make_executor) have the same srun problem:
+    submitit's own srun line carries the job's --cpus-per-task, binds cores and stops the step
+    when one rank fails. A 2-node final-stage executor (1 task x 2 CPUs per node), checked in
+    SLURM's record of the step; the sbatch text of a GPU stage also binds the closest GPUs."""
+    from hpcaug.search import jobs
+    from hpcaug.search.rundir import RunDir
+
+    cfg = load_config(REPO / "configs" / "demo.yaml", [
+        f"run_dir={tmp_path}", "cluster.nodes=2", "cluster.cpus_per_task=2", "cluster.time_final=2",
+        f"cluster.partition={slurm_cluster.partition}"])
+    ex = jobs.make_executor(cfg, RunDir(tmp_path), "slurm", jobs.Step("final"), "slurm")
+    job = ex.submit(os.sched_getaffinity, 0)
+    cpus = job.results()  # one result per task
+    assert len(cpus) == 2 and all(len(c) >= 2 for c in cpus), cpus
+    slurm_cluster.wait_states([job.job_id], {"COMPLETED"}, timeout=120)
+    steps = slurm_cluster.run("sacct", "-n", "-P", "-j", job.job_id, "-o", "JobID,AllocCPUS,NTasks,SubmitLine").stdout
+    step0 = [line.split("|") for line in steps.splitlines() if line.startswith(f"{job.job_id}.0|")]
+    assert step0 and step0[0][1:3] == ["4", "2"], steps
+    for arg in ("--cpus-per-task=2", "--cpu-bind=cores", "--kill-on-bad-exit=1"):
+        assert arg in step0[0][3], steps
+
+    gpu = load_config(REPO / "configs" / "demo.yaml", [f"run_dir={tmp_path}", "cluster.gpus_per_node=4",
+                                                       "cluster.cpus_per_task=8"])
+    text = jobs.make_executor(gpu, RunDir(tmp_path), "slurm", jobs.Step("shared"), "slurm")._executor \
+        ._make_submission_file_text("cmd", "uid")
+    srun = next(line for line in text.splitlines() if line.startswith("srun "))
+    for arg in ("--cpus-per-task=8", "--cpu-bind=cores", "--kill-on-bad-exit=1", "--gpu-bind=closest"):
+        assert arg in srun, text

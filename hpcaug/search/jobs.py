@@ -212,6 +212,18 @@ def stage_resources(kind: str, nodes: int, gpus_per_node: int, finetune_gpus: in
     return 1, 0
 
 
+def srun_args(cpus_per_task: int, gpus_per_node: int) -> list[str]:
+    """The arguments submitit's srun needs beyond its own (slurm/_srun.sh gives the sbatch
+    scripts' srun the same): the job's CPUs per task (from Slurm 22.05 srun does not take them
+    from sbatch, and every rank would get one core for its loader and torch threads), each rank
+    on its own cores, one failing rank ending the step (no rank left hanging in a collective),
+    and with GPUs the ones closest to a rank's cores."""
+    args = [f"--cpus-per-task={cpus_per_task}", "--cpu-bind=cores", "--kill-on-bad-exit=1"]
+    if gpus_per_node > 0:
+        args.append("--gpu-bind=closest")
+    return args
+
+
 def make_executor(cfg: Config, rd: RunDir, kind: str, step: Step, cluster: str) -> Any:
     """A submitit executor with the cluster.* parameters of this step kind."""
     c = cfg.cluster
@@ -239,6 +251,7 @@ def make_executor(cfg: Config, rd: RunDir, kind: str, step: Step, cluster: str) 
         from hpcaug.train.stages import requeue_signal_lead_s  # the training stack: see _stage_call
 
         params["slurm_signal_delay_s"] = requeue_signal_lead_s(timeout)
+        params["slurm_srun_args"] = srun_args(params["cpus_per_task"], params.get("gpus_per_node", 0))
         for key, val in (("slurm_partition", c.partition), ("slurm_account", c.account),
                          ("slurm_qos", c.qos), ("slurm_constraint", c.constraint)):
             if val:
