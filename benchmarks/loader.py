@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import random
 import sys
 import tempfile
 import time
@@ -41,39 +39,22 @@ def foolbox_photos() -> list[Path]:
     return sorted(Path(list(spec.submodule_search_locations)[0], "data").glob("imagenet_*.jpg"))
 
 
-def make_tree(root: Path, n_images: int, classes: int = 8, seed: int = 0) -> Path:
-    """An ImageFolder tree of `n_images` ImageNet-like JPEGs (longer side 500, quality 90) and a
-    prepared-dataset dir over it (dataset.json + lists, docs/architecture.md section 1)."""
+def make_tree(root: Path, n_images: int, classes: int = 8) -> tuple[Path, Path]:
+    """(tree, prepared): an ImageFolder tree of `n_images` ImageNet-like JPEGs (longer side 500,
+    quality 90: data_prep.jpeg_tree) and the prepared-dataset dir data_prep.imagenet lists it in."""
     from PIL import Image
 
-    rng = random.Random(seed)
-    photos = foolbox_photos()
-    wnids = [f"n{1000000 + i:08d}" for i in range(classes)]
-    lines = []
-    for i in range(n_images):
-        c = i % classes
-        with Image.open(photos[i % len(photos)]) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
-            x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
-            im = im.crop((x0, y0, x0 + cw, y0 + ch))
-            long_side, short_side = 500, rng.choice([333, 375, 400, 500])
-            size = (long_side, short_side) if rng.random() < 0.7 else (short_side, long_side)
-            im = im.resize(size, Image.BICUBIC)
-            if rng.random() < 0.5:
-                im = im.transpose(Image.FLIP_LEFT_RIGHT)
-            rel = Path("train") / wnids[c] / f"{wnids[c]}_{i}.JPEG"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            im.save(root / rel, quality=90)
-            lines.append(f"{rel} {c}\n")
-    d = root / "prepared"
-    (d / "lists").mkdir(parents=True, exist_ok=True)
-    (d / "lists" / "classes.txt").write_text("".join(w + "\n" for w in wnids))
-    (d / "lists" / "train.txt").write_text("".join(lines))
-    (d / "dataset.json").write_text(json.dumps({"name": "bench", "root": str(root), "num_classes": classes,
-                                                "lists": {"train": n_images}}))
-    return d
+    from data_prep.imagenet import prepare
+    from data_prep.jpeg_tree import write_jpeg_tree
+
+    photos = []
+    for f in foolbox_photos():
+        with Image.open(f) as im:
+            photos.append(im.convert("RGB"))
+    tree = root / "tree"
+    write_jpeg_tree(tree, photos, n_images, classes=classes)
+    return tree, prepare(tree, root / "prepared", search_classes=classes, search_train=classes,
+                         search_val=classes, scan_mode="none", quiet=True)
 
 
 def ours(prepared: Path, args: argparse.Namespace) -> tuple[Callable[[], int], Callable[[], None]]:
@@ -155,11 +136,11 @@ def main(argv: Iterable[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="hpcaug-bench-") as tmp:
         root = Path(tmp)
         t = time.perf_counter()
-        prepared = make_tree(root, args.images)
+        tree, prepared = make_tree(root, args.images)
         print(f"wrote {args.images} JPEGs in {time.perf_counter() - t:.1f}s; batch {args.batch}, "
               f"{args.workers} workers, device {args.device}", flush=True)
         # torchvision first: its workers fork before any DALI pipeline exists in this process
-        sides: dict[str, Any] = {"torchvision_dataloader": theirs(root, args)}
+        sides: dict[str, Any] = {"torchvision_dataloader": theirs(tree, args)}
         sides["loader_dali_cpu"] = ours(prepared, args)
         for name, (epoch, _) in sides.items():  # warm-up: pipeline build, worker start, page cache
             t = time.perf_counter()

@@ -32,7 +32,6 @@ import argparse
 import importlib.util
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -59,7 +58,7 @@ GOAL_TRAIN_IMG_S, GOAL_LOADER_RATIO, GOAL_OPS_IMG_S = 3000.0, 0.95, 50000.0
 # or repeated steps: 0.25 to 0.4 on the CPU run below).
 RESUME_TOL = {"cpu": 1e-5, "cuda": 2e-2}
 H100_BYTES = 80 * 10 ** 9  # an 80 GB GPU, for the micro_batches advice beside this GPU's
-WNIDS = [f"n{1000000 + i:08d}" for i in range(8)]
+TREE_CLASSES = 8  # classes of the JPEG tree (data_prep.jpeg_tree)
 
 
 class CheckFailed(RuntimeError):
@@ -276,11 +275,13 @@ class Smoke:
         if self._dataset is not None and len(_lines(self._dataset / "lists" / "train.txt")) >= entries:
             return self._dataset
         from data_prep.imagenet import prepare
+        from data_prep.jpeg_tree import write_jpeg_tree
 
         root = self.work / f"jpeg_tree_{entries}"
-        made = _write_jpeg_tree(root, self.photos(), self.scale.jpegs, entries, self.scale.jpeg_side)
-        out = prepare(root, self.work / f"prepared_{entries}", search_classes=len(WNIDS), search_train=len(WNIDS),
-                      search_val=len(WNIDS), scan_mode="none", quiet=True)
+        made = write_jpeg_tree(root, self.photos(), entries, classes=TREE_CLASSES, side=self.scale.jpeg_side,
+                               distinct=self.scale.jpegs)
+        out = prepare(root, self.work / f"prepared_{entries}", search_classes=TREE_CLASSES,
+                      search_train=TREE_CLASSES, search_val=TREE_CLASSES, scan_mode="none", quiet=True)
         self.say(f"dataset: {entries} train files ({made} distinct JPEGs, longer side {self.scale.jpeg_side}) "
                  f"listed by data_prep.imagenet")
         self._dataset = out
@@ -345,40 +346,6 @@ def _procedural_photos(n: int) -> list[Any]:
         img[rng.integers(0, 400):, rng.integers(0, 400):] //= 2  # an edge
         out.append(Image.fromarray(img))
     return out
-
-
-def _write_jpeg_tree(root: Path, photos: list[Any], distinct: int, entries: int, side: int) -> int:
-    """train/<wnid>/*.JPEG (random crops of the photos, longer side `side`, quality 90, as ImageNet's
-    files) and empty val/<wnid>/ folders; `entries` train files, `distinct` of them written, the
-    rest hard links to those. Returns the number written."""
-    from PIL import Image
-
-    rng = random.Random(0)
-    written: list[Path] = []
-    distinct = min(distinct, entries)
-    for i in range(entries):
-        wnid = WNIDS[i % len(WNIDS)]
-        path = root / "train" / wnid / f"{wnid}_{i}.JPEG"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        (root / "val" / wnid).mkdir(parents=True, exist_ok=True)
-        if i >= distinct:
-            try:
-                os.link(written[i % distinct], path)
-            except OSError:
-                shutil.copyfile(written[i % distinct], path)
-            continue
-        im = photos[i % len(photos)]
-        w, h = im.size
-        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
-        x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
-        short = int(side * rng.choice([0.666, 0.75, 0.8, 1.0]))
-        size = (side, short) if rng.random() < 0.7 else (short, side)
-        crop = im.crop((x0, y0, x0 + cw, y0 + ch)).resize(size, Image.BICUBIC)
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        crop.save(path, quality=90)
-        written.append(path)
-    return len(written)
 
 
 # ---------------------------------------------------------------------------------- the steps

@@ -437,3 +437,30 @@ def test_check_image_cases(tmp_path: Path, foolbox_images: list[Path]) -> None:
     # A full decode also catches a cut-off file.
     assert inet.check_image(str(tmp_path / "no_end_marker.JPEG"), "full")[0] is not None
     assert inet.check_image(str(tmp_path / "ok.JPEG"), "full") == (None, None)
+
+
+def test_jpeg_tree_is_imagenet_shaped_and_lists_like_imagenet(tmp_path: Path, foolbox_images: list[Path]) -> None:
+    """data_prep.jpeg_tree (the loader benchmark's and the GPU smoke's tree): ImageNet-shaped
+    JPEGs from the photos, `distinct` of them encoded and the rest linked, listed in full by
+    data_prep.imagenet."""
+    from data_prep.jpeg_tree import wnids, write_jpeg_tree
+
+    photos = []
+    for f in foolbox_images[:3]:
+        with Image.open(f) as im:
+            photos.append(im.convert("RGB"))
+    root = tmp_path / "tree"
+    assert write_jpeg_tree(root, photos, 20, classes=4, side=200, distinct=6) == 6
+    files = sorted((root / "train").glob("*/*.JPEG"))
+    assert len(files) == 20 and {f.parent.name for f in files} == set(wnids(4))
+    assert len({f.stat().st_ino for f in files}) == 6  # the rest are hard links
+    for f in files:
+        with Image.open(f) as im:
+            assert im.format == "JPEG" and max(im.size) == 200 and 133 <= min(im.size) <= 200, (f, im.size)
+    assert sorted(p.name for p in (root / "val").iterdir()) == wnids(4)
+    again = tmp_path / "again"
+    write_jpeg_tree(again, photos, 20, classes=4, side=200, distinct=6)
+    assert all(f.read_bytes() == (again / f.relative_to(root)).read_bytes() for f in files)  # seeded
+    index = DatasetIndex.open(inet.prepare(root, tmp_path / "prepared", search_classes=4, search_train=4,
+                                           search_val=4, scan_mode="none", quiet=True))
+    assert len(index.split("train").files) == 20 and index.num_classes == 4
