@@ -142,6 +142,7 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0 = one pass over the train list; > 0 caps it (tests, demo)
     log_interval: int = 50  # steps between log lines
     checkpoint_every_steps: int = 0  # 0 = once per epoch; > 0 also every K steps (preemptible queues)
+    val_every: int = 1  # validate every N epochs and after the last one; 0 = after the last one only
 
     def __post_init__(self) -> None:
         _check(self.model in MODELS, f"train.model must be one of {MODELS}, got {self.model!r}")
@@ -149,7 +150,7 @@ class TrainConfig:
                f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         _check_ranges("train", self, epochs=">= 1", lr="> 0", lr_ref_batch=">= 1", warmup_epochs=">= 0",
                       momentum="[0, 1)", weight_decay=">= 0", label_smoothing="[0, 1)", seed=">= 0",
-                      steps_per_epoch=">= 0", log_interval=">= 1", checkpoint_every_steps=">= 0",
+                      steps_per_epoch=">= 0", log_interval=">= 1", checkpoint_every_steps=">= 0", val_every=">= 0",
                       micro_batches=">= 1")
         _check(self.amp_dtype in ("float16", "bfloat16"),
                f"train.amp_dtype must be 'float16' or 'bfloat16', got {self.amp_dtype!r}")

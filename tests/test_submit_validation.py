@@ -144,6 +144,7 @@ OUT_OF_RANGE: dict[str, tuple[object, object]] = {
     "train.momentum": (1.0, 0.99), "train.weight_decay": (-1e-4, 0), "train.label_smoothing": (1.0, 0),
     "train.seed": (-1, 0), "train.steps_per_epoch": (-1, 0), "train.log_interval": (0, 1),
     "train.checkpoint_every_steps": (-1, 0), "train.micro_batches": (0, 1),
+    "train.val_every": (-1, 0),
     "aws.shared_epochs": (0, 1), "aws.finetune_epochs": (0, 1), "aws.finetune_lr": (0, 1e-6),
     "aws.reward_top_k": (0, 1), "aws.rounds": (-1, 1), "aws.trajectories_per_round": (0, 1),
     "aws.quorum": (0, 1), "aws.policy_lr": (0, 1e-6), "aws.policy_lr_warmup_rounds": (-1, 0),

@@ -128,6 +128,15 @@ def test_enlarged_batch_counts_and_resume_epochs(tmp_path: Path) -> None:
     assert int(r2.choice_counts.sum()) == 9 * 32
 
 
+@pytest.mark.parametrize("every,validated", [(0, [3]), (2, [1, 3]), (1, [0, 1, 2, 3])])
+def test_val_every_validates_those_epochs_and_the_last(tmp_path: Path, every: int, validated: list[int]) -> None:
+    tl, vl = _loaders(copies=1)
+    r = train(_cfg().replace(**{"train.val_every": every}), tmp_path, [_Choices(5)], epochs=4, dist=SingleDist(),
+              train_loader=tl, val_loader=vl)
+    assert [h["epoch"] for h in r.history if "val_top1" in h] == validated
+    assert all("train_loss" in h for h in r.history) and r.history[-1]["val_samples"] == 17
+
+
 def test_crash_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     cfg = _cfg(**{"train.checkpoint_every_steps": 2})
     ref = train(cfg, tmp_path / "ref", [_Choices(5)], epochs=2, dist=SingleDist(), train_loader=_loaders()[0],

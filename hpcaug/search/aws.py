@@ -108,7 +108,7 @@ def trajectory_operations(cfg: Config, theta: torch.Tensor, traj: int) -> list[i
 
 def reward_of(history: list[dict[str, Any]], top_k: int) -> float:
     """Mean of the best `top_k` validation top-1 accuracies of a fine-tune (aws.reward_top_k)."""
-    accs = sorted((float(h["val_top1"]) for h in history), reverse=True)
+    accs = sorted((float(h["val_top1"]) for h in history if "val_top1" in h), reverse=True)
     if not accs:
         raise ValueError("the fine-tune produced no validation accuracy (empty history)")
     best = accs[:top_k]
@@ -152,7 +152,7 @@ def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int)
         raise RuntimeError(f"train() returned {counts.numel()} choice counts, expected {ppo.NUM_OPERATIONS}")
     result = {
         "trajectory": traj, "round": r, "reward": reward_of(res.history, cfg.aws.reward_top_k),
-        "val_top1": [float(h["val_top1"]) for h in res.history], "history": res.history,
+        "val_top1": [float(h["val_top1"]) for h in res.history if "val_top1" in h], "history": res.history,
         "trajectory_design": cfg.aws.trajectory, "operations": operations,
         "choice_counts": counts.tolist(), "num_samples": int(counts.sum()),
         "host": socket.gethostname(), "slurm_job": os.environ.get("SLURM_JOB_ID", ""),

@@ -289,7 +289,10 @@ def _run_epoch(run: _Run, state: TrainState, epoch: int) -> None:
     seconds = float(dist.allreduce(torch.tensor([sums.seconds], dtype=torch.float64), "max")[0])  # slowest rank
     total = sums.reduced(dist)
     _average_buffers(run.model, dist)  # BN running stats differ per rank: average them so all agree
-    metrics = evaluate(run.model, run.val_loader, dist, precision=run.precision, channels_last=run.channels_last)
+    every = run.cfg.train.val_every
+    validate = epoch + 1 == run.epochs or (every > 0 and (epoch + 1) % every == 0)
+    metrics = evaluate(run.model, run.val_loader, dist, precision=run.precision,
+                       channels_last=run.channels_last) if validate else {}
     spe = run.steps_per_epoch
     entry = {"epoch": epoch, "step": state.global_step, "train_loss": total["loss_sum"] / max(1, total["n"]),
              "train_samples": total["n"], **metrics, "lr": run.schedule(epoch * spe + spe - 1),

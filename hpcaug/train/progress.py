@@ -89,12 +89,15 @@ class Progress:
             self.bar = None
         if not self.root:
             return
-        log.info("epoch %d done: train_loss %.4f  val_top1 %.4f  val_top5 %.4f  %.1f img/s", entry["epoch"] + 1,
-                 entry["train_loss"], entry["val_top1"], entry["val_top5"], entry["images_per_s"])
+        val = (f"  val_top1 {entry['val_top1']:.4f}  val_top5 {entry['val_top5']:.4f}" if "val_top1" in entry
+               else "  (not validated: train.val_every)")
+        log.info("epoch %d done: train_loss %.4f%s  %.1f img/s", entry["epoch"] + 1, entry["train_loss"], val,
+                 entry["images_per_s"])
         self._write({"kind": "epoch", **entry})
         if self.tb is not None:
             for k in ("train_loss", "val_top1", "val_top5", "val_loss", "images_per_s"):
-                self.tb.add_scalar(f"epoch/{k}", entry[k], entry["epoch"] + 1)
+                if k in entry:
+                    self.tb.add_scalar(f"epoch/{k}", entry[k], entry["epoch"] + 1)
             self.tb.flush()
 
     def _write(self, rec: dict[str, Any]) -> None:
