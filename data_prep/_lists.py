@@ -27,6 +27,16 @@ class PrepError(RuntimeError):
     """A preparation refused to run; the message says how to fix the input."""
 
 
+def exit_status(prepare_call: Callable[[], object]) -> int:
+    """A data_prep command's exit status: 0, or 2 after a one-line `error:` for a refusal."""
+    try:
+        prepare_call()
+    except PrepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def write_list(path: Path, files: Sequence[str], labels: Sequence[int] | np.ndarray) -> int:
     """Write '<path relative to root> <label>' lines (DALI readers.file file_list format)."""
     if len(files) != len(labels):

@@ -31,6 +31,7 @@ from data_prep._lists import (
     already_prepared,
     atomic_dir,
     dataset_meta,
+    exit_status,
     seeded_rng,
     write_classes,
     write_json,
@@ -243,14 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="JPEG encoding processes (default: all cores)")
     ap.add_argument("--force", action="store_true", help="rebuild even if --out was made with the same arguments")
     a = ap.parse_args(argv)
-    try:
-        prepare(a.out, size=a.size, seed=a.seed, train_per_class=a.train_per_class, val_per_class=a.val_per_class,
-                search_train_per_class=a.search_train_per_class, search_val_per_class=a.search_val_per_class,
-                source=a.source, workers=a.workers, force=a.force)
-    except PrepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: prepare(
+        a.out, size=a.size, seed=a.seed, train_per_class=a.train_per_class, val_per_class=a.val_per_class,
+        search_train_per_class=a.search_train_per_class, search_val_per_class=a.search_val_per_class,
+        source=a.source, workers=a.workers, force=a.force))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from data_prep._lists import (
     already_prepared,
     atomic_dir,
     dataset_meta,
+    exit_status,
     seeded_rng,
     split_two,
     write_classes,
@@ -300,13 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="scan processes (default: all cores)")
     ap.add_argument("--force", action="store_true", help="rebuild even if --out was made with the same arguments")
     a = ap.parse_args(argv)
-    try:
-        prepare(a.root, a.out, search_classes=a.search_classes, search_train=a.search_train,
-                search_val=a.search_val, seed=a.seed, scan_mode=a.scan, workers=a.workers, force=a.force)
-    except PrepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: prepare(a.root, a.out, search_classes=a.search_classes, search_train=a.search_train,
+                                       search_val=a.search_val, seed=a.seed, scan_mode=a.scan, workers=a.workers,
+                                       force=a.force))
 
 
 if __name__ == "__main__":

@@ -197,7 +197,30 @@ def aws_log_probs(theta: torch.Tensor, parametrisation: str = "joint") -> torch.
     return (first[:, None] + cond).reshape(-1)
 
 
-class AWSPolicy(Policy):
+class _AWSOperations(Policy):
+    """A policy over the 1296 AWS operations (AWSPolicy, AWSOperationSet): the choice is the
+    operation index (first element * 36 + second), and its two elements are the program."""
+
+    _EL_OP = torch.tensor([x.op for x in AWS_SPACE.elements], dtype=torch.int64)
+    _EL_BIN = torch.tensor([x.bin for x in AWS_SPACE.elements], dtype=torch.int64)
+
+    @property
+    def num_choices(self) -> int:
+        return AWS_SPACE.num_operations
+
+    @property
+    def augmentations(self) -> frozenset[str]:
+        return AWS_SPACE.op_names
+
+    def _program(self, choice: torch.Tensor, generator: torch.Generator | None) -> Sampled:
+        """The sampled operations `choice` [n] as programs of their two elements."""
+        e = AWS_SPACE.num_elements
+        els = torch.stack([choice // e, choice % e], dim=1)
+        op_ids, params = program_from_elements(self._EL_OP[els], self._EL_BIN[els], generator)
+        return Sampled(op_ids, params, choice)
+
+
+class AWSPolicy(_AWSOperations):
     """p_theta over the 1296 AWS operations (ordered element pairs); one operation per image."""
 
     kind = "aws"
@@ -216,21 +239,10 @@ class AWSPolicy(Policy):
         self.theta = t.cpu()
         self.parametrisation = parametrisation
         self.space: Space = AWS_SPACE
-        e = AWS_SPACE.elements
-        self._el_op = torch.tensor([x.op for x in e], dtype=torch.int64)
-        self._el_bin = torch.tensor([x.bin for x in e], dtype=torch.int64)
 
     @classmethod
     def uniform(cls, parametrisation: str = "joint") -> AWSPolicy:
         return cls(torch.zeros(aws_theta_size(parametrisation)), parametrisation)
-
-    @property
-    def num_choices(self) -> int:
-        return AWS_SPACE.num_operations
-
-    @property
-    def augmentations(self) -> frozenset[str]:
-        return AWS_SPACE.op_names
 
     def log_probs(self) -> torch.Tensor:
         return aws_log_probs(self.theta.to(torch.float64), self.parametrisation)
@@ -247,14 +259,11 @@ class AWSPolicy(Policy):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Sampled:
         _check_n(n)
-        e = AWS_SPACE.num_elements
         if n == 0:
             choice = torch.zeros(0, dtype=torch.int64)
         else:
             choice = torch.multinomial(self.probs(), n, replacement=True, generator=generator)
-        els = torch.stack([choice // e, choice % e], dim=1)
-        op_ids, params = program_from_elements(self._el_op[els], self._el_bin[els], generator)
-        return Sampled(op_ids, params, choice)
+        return self._program(choice, generator)
 
     def _fields(self) -> dict[str, Any]:
         return {"parametrisation": self.parametrisation, "dtype": str(self.theta.dtype).replace("torch.", ""),
@@ -266,7 +275,7 @@ def UniformAWS() -> AWSPolicy:  # noqa: N802  (a named policy, kept as in docs/a
     return AWSPolicy.uniform()
 
 
-class AWSOperationSet(Policy):
+class AWSOperationSet(_AWSOperations):
     """A fixed multiset of K AWS operations; each image gets one of them, uniformly.
 
     What one trajectory of the `op_set` search design applies: the K operations were drawn from
@@ -286,27 +295,12 @@ class AWSOperationSet(Policy):
         if bad:
             raise ValueError(f"AWSOperationSet: operation indices must be in 0..{n - 1}, got {bad[:5]}")
         self.operations: tuple[int, ...] = tuple(ops)
-        e = AWS_SPACE.num_elements
         self._ops = torch.tensor(ops, dtype=torch.int64)
-        els = AWS_SPACE.elements
-        self._el_op = torch.tensor([x.op for x in els], dtype=torch.int64)
-        self._el_bin = torch.tensor([x.bin for x in els], dtype=torch.int64)
-        self._e = e
-
-    @property
-    def num_choices(self) -> int:
-        return AWS_SPACE.num_operations
-
-    @property
-    def augmentations(self) -> frozenset[str]:
-        return AWS_SPACE.op_names
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Sampled:
         _check_n(n)
         choice = self._ops[torch.randint(len(self._ops), (n,), generator=generator)]
-        els = torch.stack([choice // self._e, choice % self._e], dim=1)
-        op_ids, params = program_from_elements(self._el_op[els], self._el_bin[els], generator)
-        return Sampled(op_ids, params, choice)
+        return self._program(choice, generator)
 
     def _fields(self) -> dict[str, Any]:
         return {"operations": list(self.operations)}

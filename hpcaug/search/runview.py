@@ -84,19 +84,13 @@ class RoundState:
 
 
 @dataclass
-class AWSRun:
-    """An AWS search run dir, read once."""
+class _Run:
+    """What every run dir read has: its layout, its config.json, its SLURM submissions."""
 
     rd: RunDir
     config: dict[str, Any]
-    rounds: list[RoundState]  # every round with a theta, a result or an update, in order
-    shared: dict[str, Any] | None  # shared/done.json
-    final: dict[str, Any] | None  # final/done.json
     jobs: dict[str, list[dict[str, Any]]]  # step key -> every SLURM submission of it, oldest first
     config_mtime: float
-    shared_mtime: float | None = None
-    final_mtime: float | None = None
-    kind: str = "aws"
 
     @property
     def root(self) -> Path:
@@ -105,6 +99,22 @@ class AWSRun:
     @property
     def name(self) -> str:
         return str(self.config.get("name", self.root.name))
+
+    def latest_job(self, key: str) -> dict[str, Any] | None:
+        recs = self.jobs.get(key) or []
+        return recs[-1] if recs else None
+
+
+@dataclass
+class AWSRun(_Run):
+    """An AWS search run dir, read once."""
+
+    rounds: list[RoundState] = field(default_factory=list)  # every round with a theta, a result or an update
+    shared: dict[str, Any] | None = None  # shared/done.json
+    final: dict[str, Any] | None = None  # final/done.json
+    shared_mtime: float | None = None
+    final_mtime: float | None = None
+    kind: str = "aws"
 
     @property
     def parametrisation(self) -> str:
@@ -160,10 +170,6 @@ class AWSRun:
         """(round, theta) for every round whose theta.pt exists."""
         return [(r.index, th) for r in self.rounds if (th := r.theta) is not None]
 
-    def latest_job(self, key: str) -> dict[str, Any] | None:
-        recs = self.jobs.get(key) or []
-        return recs[-1] if recs else None
-
     def stage_started(self, which: str) -> str:
         """'started (a checkpoint is there, not done)', 'started (not done)' or 'not started' for
         shared / final (a stage without its done.json)."""
@@ -191,32 +197,16 @@ class AWSRun:
 
 
 @dataclass
-class AdvAARun:
+class AdvAARun(_Run):
     """An AdvAA run dir, read once."""
 
-    rd: RunDir
-    config: dict[str, Any]
-    records: list[dict[str, Any]]  # the epoch records (RunDir.read_advaa_records)
-    records_mtime: float | None
-    config_mtime: float
-    jobs: dict[str, list[dict[str, Any]]]
+    records: list[dict[str, Any]] = field(default_factory=list)  # the epoch records (RunDir.read_advaa_records)
+    records_mtime: float | None = None
     kind: str = "advaa"
-
-    @property
-    def root(self) -> Path:
-        return self.rd.root
-
-    @property
-    def name(self) -> str:
-        return str(self.config.get("name", self.root.name))
 
     @property
     def planned_epochs(self) -> int:
         return int(self.config.get("train", {}).get("epochs", 0))
-
-    def latest_job(self, key: str) -> dict[str, Any] | None:
-        recs = self.jobs.get(key) or []
-        return recs[-1] if recs else None
 
     def stage_started(self) -> str:
         return _dir_progress(self.rd.advaa_dir, self.rd.checkpoint_in(self.rd.advaa_dir))
@@ -255,13 +245,13 @@ def read_run(run_dir: str | os.PathLike[str]) -> AWSRun | AdvAARun:
     config = _read(rd.config_path)
     if not isinstance(config, dict):
         raise _not_a_run(rd.root, "no readable config.json")
-    jobs = rd.all_job_records()
+    jobs, config_mtime = rd.all_job_records(), _mtime(rd.config_path) or 0.0
     if rd.advaa_dir.is_dir():
-        return AdvAARun(rd, config, rd.read_advaa_records(), _mtime(rd.advaa_records), _mtime(rd.config_path) or 0.0,
-                        jobs)
+        return AdvAARun(rd, config, jobs, config_mtime, records=rd.read_advaa_records(),
+                        records_mtime=_mtime(rd.advaa_records))
     if not rd.rounds_dir.is_dir() and not rd.shared_dir.is_dir():
         raise _not_a_run(rd.root, "config.json but neither rounds/ nor shared/ nor advaa/")
     rounds = [st for st in (_read_round(rd, r) for r in rd.round_indices())
               if st.theta_mtime is not None or st.results or st.late or st.update is not None]
-    return AWSRun(rd, config, rounds, _read(rd.shared_done), _read(rd.final_done), jobs, _mtime(rd.config_path) or 0.0,
-                  _mtime(rd.shared_done), _mtime(rd.final_done))
+    return AWSRun(rd, config, jobs, config_mtime, rounds=rounds, shared=_read(rd.shared_done),
+                  final=_read(rd.final_done), shared_mtime=_mtime(rd.shared_done), final_mtime=_mtime(rd.final_done))
