@@ -17,8 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cfg(tmp_path: Path, **over: object) -> Config:
+    # the search's own defaults (AWSConfig), not the demo's CPU-sized ones
     sets = [f"run_dir={tmp_path / 'run'}", "aws.trajectories_per_round=8", "aws.rounds=400",
-            "aws.policy_lr_warmup_rounds=5"] + [f"{k}={v}" for k, v in over.items()]
+            "aws.policy_lr_warmup_rounds=5", "aws.parametrisation=joint", "aws.policy_lr=0.1",
+            "aws.ops_per_trajectory=16"] + [f"{k}={v}" for k, v in over.items()]
     return load_config(REPO / "configs" / "demo.yaml", sets)
 
 

@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _cfg(tmp_path: Path, **over: object) -> Config:
     sets = [f"run_dir={tmp_path / 'run'}", "aws.trajectories_per_round=4", "aws.rounds=3", "aws.quorum=0.75",
-            "aws.policy_lr_warmup_rounds=1"] + [f"{k}={v}" for k, v in over.items()]
+            "aws.policy_lr_warmup_rounds=1", "aws.parametrisation=joint", "aws.policy_lr=0.1",
+            "aws.ops_per_trajectory=16"] + [f"{k}={v}" for k, v in over.items()]
     return load_config(REPO / "configs" / "demo.yaml", sets)
 
 
