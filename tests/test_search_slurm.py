@@ -256,7 +256,7 @@ def test_finetune_not_submitted_while_its_update_runs(slurm_cluster: Any, data: 
     running (issue 19.1, 19.3). The update jobs are stand-ins under the update's job name."""
     from hpcaug.config import load_config
     from hpcaug.search import aws
-    from hpcaug.search.queue import accounting_states
+    from hpcaug.search.queue import account
     from hpcaug.status import run_status
 
     run = tmp_path / "run"
@@ -281,9 +281,12 @@ def test_finetune_not_submitted_while_its_update_runs(slurm_cluster: Any, data: 
         assert f"not submitted: update 0 (job {upd}) has already started" in log, log
         (rec,) = rd.job_records("finetune-0")
         assert "has already started" in rec["withdrawn"]
-        tasks = wait_for(lambda: accounting_states([rec["job_id"]]), 60, "sacct to know the withdrawn array")
-        assert sorted(tasks) == [f"{rec['job_id']}_0", f"{rec['job_id']}_1"], tasks
-        assert all(s.state == "CANCELLED" and s.elapsed_s == 0 for s in tasks.values()), tasks  # never ran
+        # account() keeps only rows under the recorded job name: sacct may also know an older job
+        # with the same id (a cluster whose ids started again), as CI once showed
+        tasks = wait_for(lambda: account({"finetune-0": [rec]}).rows(rec["job_id"]), 60,
+                         "sacct to know the withdrawn array")
+        assert [t.job_id for t in tasks] == [f"{rec['job_id']}_0", f"{rec['job_id']}_1"], tasks
+        assert all(s.state == "CANCELLED" and s.elapsed_s == 0 for s in tasks), tasks  # never ran
         text = run_status(run, slurm=True)
     finally:
         _cancel_all(slurm_cluster, run)
@@ -296,7 +299,7 @@ def test_finetune_not_submitted_while_its_update_runs(slurm_cluster: Any, data: 
 def test_status_says_a_cancelled_chain_is_stopped(slurm_cluster: Any, data: Path, tmp_path: Path) -> None:
     """Every job of the chain cancelled: status says the run is stopped and how to resume, with no
     ETA; the command it prints resumes the run (issue 19.3)."""
-    from hpcaug.search.queue import accounting_states
+    from hpcaug.search.queue import account
     from hpcaug.search.rundir import RunDir
     from hpcaug.status import run_status
 
@@ -309,7 +312,8 @@ def test_status_says_a_cancelled_chain_is_stopped(slurm_cluster: Any, data: Path
         ids = [r["job_id"] for recs in rd.all_job_records().values() for r in recs]
         slurm_cluster.run("scancel", *ids)
         wait_for(lambda: not queued(slurm_cluster, ids), 120, "the chain to leave the queue")
-        wait_for(lambda: all(s.state == "CANCELLED" for s in accounting_states(ids).values()), 60, "sacct")
+        recs = rd.all_job_records()  # account(): only rows under the recorded names (see above)
+        wait_for(lambda: all(s.state == "CANCELLED" for s in account(recs).states.values()), 60, "sacct")
         text = run_status(run, slurm=True)
         assert "round 0: stopped: 0/2 results" in text and "ETA: none while stopped (2 rounds left)" in text, text
         hint = f"python -m hpcaug.submit --stage search --config {rd.config_path}"
