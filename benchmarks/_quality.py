@@ -1,9 +1,11 @@
 """What the Fashion-MNIST quality benchmarks share: the regime (configs/fmnist_quality.yaml), its
 data, training a policy from scratch and scoring it on the 10,000-image test list.
 
-Used by benchmarks/search_vs_baselines.py and benchmarks/element_ground_truth.py. A finished
-training dir is reused (train() resumes from its checkpoint and returns at once), so an
-interrupted benchmark picks up where it stopped; dirs are keyed by the settings that matter.
+Used by benchmarks/search_vs_baselines.py and benchmarks/element_ground_truth.py. Both train into
+one tree, runs/quality_trainings/<settings key>/<policy>/s<seed>: a finished training dir is
+reused (train() resumes from its checkpoint and returns at once), so an interrupted benchmark
+picks up where it stopped, and the no-augmentation and uniform trainings of one benchmark serve
+the other. Dirs are keyed by the settings that matter.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from hpcaug.train import build_model, evaluate, load_checkpoint, train  # noqa: 
 REGIME = REPO / "configs" / "fmnist_quality.yaml"
 TRAIN_PER_CLASS = 100  # the regime's training split: data_prep's search_train, 100 images per class
 TEST_SPLIT = "val"  # data_prep's val list is the 10,000-image Fashion-MNIST test set
+TRAININGS = REPO / "runs" / "quality_trainings"
 
 
 def regime(overrides: Sequence[str] = (), config: Path = REGIME) -> Config:
@@ -45,6 +48,9 @@ def settings_key(cfg: Config, *sections: str) -> str:
     """A short hash of the config sections that decide a result: a cached dir is never reused
     under other settings."""
     d = json.loads(cfg.to_json())
+    data = Path(d["data"]["dir"])
+    if data.is_relative_to(REPO):  # the same key in every checkout of the repo
+        d["data"]["dir"] = str(data.relative_to(REPO))
     blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -60,11 +66,18 @@ def test_top1(cfg: Config, checkpoint: Path, dist: Any, split: str = TEST_SPLIT)
         loader.close()
 
 
-def train_and_test(cfg: Config, policy: Policy, out: Path, seed: int, dist: Any) -> float:
-    """Train cfg.train.epochs from scratch with `policy` (train.seed = data.seed = seed), return test top-1."""
+def training_dir(cfg: Config, name: str, seed: int) -> Path:
+    """Where policy `name` trains with `seed` in the regime `cfg` (one tree for both benchmarks)."""
+    return TRAININGS / settings_key(cfg, "data", "train") / name.replace(":", "_") / f"s{seed}"
+
+
+def train_and_test(cfg: Config, policy: Policy, name: str, seed: int, dist: Any) -> float:
+    """Train cfg.train.epochs from scratch with `policy` (train.seed = data.seed = seed) in
+    training_dir(cfg, name, seed); return test top-1. `name` must identify the policy."""
     # validated once at the end (train.val_every 0): the per-epoch check would double the cost
     scfg = cfg.replace(**{"train.seed": seed, "data.seed": seed, "train.val_every": 0})
-    res = train(scfg, out, [policy] * cfg.augment.copies, epochs=cfg.train.epochs, dist=dist)
+    res = train(scfg, training_dir(cfg, name, seed), [policy] * cfg.augment.copies, epochs=cfg.train.epochs,
+                dist=dist)
     return test_top1(scfg, res.checkpoint, dist)
 
 

@@ -14,6 +14,9 @@ moved the mass off the harmful elements (issue 17, goal a).
 
     .venv/bin/python benchmarks/element_ground_truth.py            # 36 + 4 trainings, ~1-1.5 h on 2 cores
     .venv/bin/python benchmarks/element_ground_truth.py --seeds 0 1   # two seeds per element
+    .venv/bin/python benchmarks/element_ground_truth.py --elements Invert Solarize:3   # some elements only
+
+With --elements, the verdicts cover those elements only (result.json lists which were trained).
 
 Last line: RESULT element_ground_truth <best element's top-1> top1 vs no_augmentation <top-1> top1 ratio=<r>
 """
@@ -43,12 +46,18 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per element")
     ap.add_argument("--none-seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="seeds of the no-augmentation reference")
+    ap.add_argument("--elements", nargs="+", default=[], metavar="NAME",
+                    help="train only these elements (names as in the AWS space, e.g. Invert ShearX:9)")
     ap.add_argument("--set", nargs="*", default=[], metavar="section.key=value", help="overrides of the regime")
     ap.add_argument("--out", default=str(REPO / "runs" / "element_ground_truth"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cfg = regime(args.set)
     out = Path(args.out) / settings_key(cfg, "data", "train")
+    names = [e.name for e in AWS_SPACE.elements]
+    unknown = sorted(set(args.elements) - set(names))
+    if unknown:
+        ap.error(f"--elements: no such element(s) {unknown}; the AWS space has {names}")
     dist = init_dist(cfg.dist)
     t0 = time.time()
 
@@ -57,16 +66,16 @@ def main() -> None:
 
     acc: dict[str, list[float]] = {}
     for name, pol, seeds in [("none", NoPolicy(), args.none_seeds), ("uniform", AWSPolicy.uniform(), args.seeds)]:
-        acc[name] = [train_and_test(cfg, pol, out / name / f"s{s}", s, dist) for s in seeds]
+        acc[name] = [train_and_test(cfg, pol, name, s, dist) for s in seeds]
         log(f"{name:14s} {' '.join(f'{a:.4f}' for a in acc[name])}")
-    for i, e in enumerate(AWS_SPACE.elements):
-        acc[e.name] = [train_and_test(cfg, element_policy(i), out / e.name.replace(":", "_") / f"s{s}", s, dist)
-                       for s in args.seeds]
-        log(f"{e.name:14s} {' '.join(f'{a:.4f}' for a in acc[e.name])}")
+    elements = [n for n in names if not args.elements or n in args.elements]
+    for name in elements:
+        pol = element_policy(names.index(name))
+        acc[name] = [train_and_test(cfg, pol, name, s, dist) for s in args.seeds]
+        log(f"{name:14s} {' '.join(f'{a:.4f}' for a in acc[name])}")
 
     none_m, none_sd = mean_std(acc["none"])
     margin = max(2 * none_sd, 0.005)
-    elements = [e.name for e in AWS_SPACE.elements]
     verdict = {}
     for name in elements:
         m = mean_std(acc[name])[0]
@@ -75,6 +84,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps({
         "config": json.loads(cfg.to_json()), "seeds": args.seeds, "none_seeds": args.none_seeds, "top1": acc,
+        "elements": elements,
         "none_mean": none_m, "none_std": none_sd, "margin": margin, "verdict": verdict, "harmful": harmful}, indent=2))
 
     print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}, "

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _quality import REPO, mean_std, regime, settings_key, test_top1, train_and_test
+from _quality import REPO, mean_std, regime, settings_key, test_top1, train_and_test, training_dir
 
 from hpcaug.config import Config
 from hpcaug.ops.policy import AWSPolicy, load_policy
@@ -91,7 +91,6 @@ def main() -> None:
     run = None if args.policy else aws_search(cfg, out)
     policy_path = Path(args.policy) if run is None else run / "policy.json"
     log(f"searched policy: {policy_path}")
-    final = out / f"final_{settings_key(cfg, 'data', 'train')}"
     policies = {"none": load_policy("none"), "uniform": load_policy("uniform"),
                 "randaugment": load_policy("randaugment-n2-m9"), "aws_searched": load_policy(str(policy_path))}
     acc: dict[str, list[float]] = {}
@@ -99,15 +98,15 @@ def main() -> None:
         # the searched policy's dir is keyed by the policy itself: another search never reuses it
         digest = hashlib.sha256(policy_path.read_bytes()).hexdigest()[:10]
         key = name if name != "aws_searched" else f"aws_searched_{digest}"
-        acc[name] = [train_and_test(cfg, pol, final / key / f"s{s}", s, dist) for s in args.seeds]
+        acc[name] = [train_and_test(cfg, pol, key, s, dist) for s in args.seeds]
         log(f"{name:14s} {' '.join(f'{a:.4f}' for a in acc[name])}")
     if args.advaa_policies > 0:
-        acc["advaa"] = advaa_runs(cfg, final, args.advaa_policies, args.seeds, dist)
+        acc["advaa"] = advaa_runs(cfg, args.advaa_policies, args.seeds, dist)
         log(f"{'advaa':14s} {' '.join(f'{a:.4f}' for a in acc['advaa'])}")
     report(cfg, args, acc, policy_path, run, time.time() - t0)
 
 
-def advaa_runs(cfg: Config, final: Path, m: int, seeds: list[int], dist: Any) -> list[float]:
+def advaa_runs(cfg: Config, m: int, seeds: list[int], dist: Any) -> list[float]:
     """AdvAA joint training in the same regime: M copies of each image, the controller's policies."""
     from hpcaug.search.advaa import run_advaa
 
@@ -115,7 +114,7 @@ def advaa_runs(cfg: Config, final: Path, m: int, seeds: list[int], dist: Any) ->
     out = []
     for s in seeds:
         scfg = acfg.replace(**{"train.seed": s, "data.seed": s})
-        res = run_advaa(scfg, final / f"advaa_m{m}" / f"s{s}", dist=dist)
+        res = run_advaa(scfg, training_dir(cfg, f"advaa_m{m}", s), dist=dist)
         out.append(test_top1(scfg, res.train.checkpoint, dist))
     return out
 
