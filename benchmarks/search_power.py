@@ -15,7 +15,7 @@ wording; op_set with K operations per trajectory) and baseline (ema, round_mean)
 - for the default design: the planted mass of policy.json under each result rule after
   --horizon rounds, and each rule's marginal range in the null runs.
 
-    .venv/bin/python benchmarks/search_power.py            # all settings, ~20-30 min on 2 cores
+    .venv/bin/python benchmarks/search_power.py            # all three settings, ~15 min on 2 cores
     .venv/bin/python benchmarks/search_power.py --quick    # imagenet, sigma 0.003, 1 seed, few minutes
     .venv/bin/python benchmarks/search_power.py --settings cpu --sigmas 0.012 --effect 0.2 --ks 1 2 4 \
         --planted Invert Solarize:9 Solarize:6 TranslateX:9 TranslateY:9 --set aws.parametrisation=factorised
