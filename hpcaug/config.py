@@ -4,8 +4,10 @@ Every stage (shared, finetune, update, final, advaa), the CLI, submitit jobs and
 read the same `Config`. Values the papers lost in extraction are fields here, with the
 value we chose and where it comes from in the comment (README.md, Configs). Every value is
 checked when the config loads (each section's __post_init__: the range is in the message),
-so nothing is created or submitted with a bad one. docs/config.md lists every section and
-field with its default, range and meaning (tests/test_config_doc.py keeps it complete).
+so nothing is created or submitted with a bad one; what only an AWS search needs (its fine-tunes
+validate at least aws.reward_top_k times) is checked when its run dir opens (check_aws_search).
+docs/config.md lists every section and field with its default, range and meaning
+(tests/test_config_doc.py keeps it complete).
 """
 from __future__ import annotations
 
@@ -64,8 +66,8 @@ class DataConfig:
     """Where the prepared dataset is and how the loaders read it."""
 
     dir: str = "data/fashion_mnist"  # a data_prep output dir: dataset.json + lists/
-    train_list: str = "train"  # lists/<name>.txt used for training (search stages: search_train)
-    val_list: str = "val"  # lists/<name>.txt used for validation (search stages: search_val)
+    train_list: str = "train"  # lists/<name>.txt every stage trains on (search configs: search_train)
+    val_list: str = "val"  # lists/<name>.txt every stage validates on (search configs: search_val)
     backend: str = "dali"  # dali | torch (the torchvision fallback loader)
     image_size: int = 224  # train crop and val crop side
     val_resize: int = 256  # val: resize shorter side, then centre crop image_size
@@ -155,6 +157,16 @@ class TrainConfig:
         _check(self.amp_dtype in ("float16", "bfloat16"),
                f"train.amp_dtype must be 'float16' or 'bfloat16', got {self.amp_dtype!r}")
         _check(self.momentum > 0 or not self.nesterov, "train.nesterov needs train.momentum > 0: set one of them")
+
+    def validates_after(self, epoch: int, epochs: int) -> bool:
+        """Whether a training of `epochs` epochs validates after epoch `epoch` (0-based): after every
+        val_every-th epoch and after the last one (val_every 0: the last one only). The one rule:
+        hpcaug.train.loop validates by it and check_aws_search counts a fine-tune's validations by it."""
+        return epoch + 1 == epochs or (self.val_every > 0 and (epoch + 1) % self.val_every == 0)
+
+    def validated_epochs(self, epochs: int) -> int:
+        """How many epochs of a training of `epochs` epochs validate (validates_after)."""
+        return sum(self.validates_after(e, epochs) for e in range(epochs))
 
 
 @dataclass(frozen=True)
@@ -290,6 +302,20 @@ class Config:
 
     def to_json(self) -> str:
         return json.dumps(to_dict(self), indent=2, sort_keys=True)
+
+
+def check_aws_search(cfg: Config) -> None:
+    """What an AWS search needs of its config beyond each section's own checks; aws.open_run calls
+    it before a search's run dir is created or resumed. Not a Config check: a plain training (the
+    final trainings of benchmarks/_quality.py) may validate once (train.val_every 0) whatever its
+    aws section says, because it runs no fine-tune."""
+    a, every = cfg.aws, cfg.train.val_every
+    n = cfg.train.validated_epochs(a.finetune_epochs)
+    _check(n >= a.reward_top_k,
+           f"a fine-tune of aws.finetune_epochs={a.finetune_epochs} epochs validates only {n} time(s) under "
+           f"train.val_every={every} (every val_every-th epoch and the last; 0 = the last only), but its reward "
+           f"averages the best aws.reward_top_k={a.reward_top_k} validation accuracies: set train.val_every: 1, "
+           f"lower aws.reward_top_k to {n}, or raise aws.finetune_epochs")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -3,13 +3,15 @@
 - run_shared:   train the shared weights with the uniform policy (aws.shared_epochs)
 - run_finetune: one trajectory: shared checkpoint -> aws.finetune_epochs at constant
                 aws.finetune_lr sampling from p_theta of its round -> reward + op counts
-- run_update:   gather a round's results, PPO-clip step on theta, EMA baseline
+- run_update:   gather a round's results, PPO-clip step on theta against the baseline
+                (aws.baseline: ema or round_mean), policy.json (aws.result_policy)
 - run_final:    train from scratch with the searched policy (train.stages.run_final)
 
 Every stage is idempotent: it returns the stored result when its output already exists, so a
 rerun (requeue, resume, duplicate submission) never duplicates rewards or moves theta twice.
-Training imports (hpcaug.train, hpcaug.ops.policy) are lazy so that validation, the PPO step
-and the submitter run without them.
+The training stack (hpcaug.train) is imported inside the functions that train, so that
+validation, the PPO step and the submitter load without it; hpcaug.ops.policy (the policies,
+torch only) is imported at the top.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from typing import Any
 
 import torch
 
-from hpcaug.config import Config
-from hpcaug.ops.policy import AWSOperationSet
+from hpcaug.config import Config, check_aws_search
+from hpcaug.ops.policy import AWSOperationSet, AWSPolicy
 from hpcaug.search import ppo, rundir
 from hpcaug.search.rundir import RunDir, format_ranges, read_json, read_pt, write_json, write_pt
 
@@ -45,16 +47,16 @@ def quorum_size(cfg: Config) -> int:
 
 
 def open_run(cfg: Config, run_dir: str | os.PathLike[str] | None = None) -> RunDir:
-    """The run dir of cfg (created, or checked against the config it was started with)."""
+    """The run dir of cfg (created, or checked against the config it was started with); refuses a
+    config an AWS search cannot run (config.check_aws_search) before anything is written."""
+    check_aws_search(cfg)
     rd = RunDir(run_dir or cfg.run_path)
     rd.init(cfg, ppo.num_params(cfg.aws.parametrisation))
     return rd
 
 
-def aws_policy(theta: torch.Tensor, cfg: Config) -> Any:
+def aws_policy(theta: torch.Tensor, cfg: Config) -> AWSPolicy:
     """The ops module's AWSPolicy for theta (the policy the loaders sample from)."""
-    from hpcaug.ops.policy import AWSPolicy
-
     return AWSPolicy(theta, parametrisation=cfg.aws.parametrisation)
 
 

@@ -289,8 +289,7 @@ def _run_epoch(run: _Run, state: TrainState, epoch: int) -> None:
     seconds = float(dist.allreduce(torch.tensor([sums.seconds], dtype=torch.float64), "max")[0])  # slowest rank
     total = sums.reduced(dist)
     _average_buffers(run.model, dist)  # BN running stats differ per rank: average them so all agree
-    every = run.cfg.train.val_every
-    validate = epoch + 1 == run.epochs or (every > 0 and (epoch + 1) % every == 0)
+    validate = run.cfg.train.validates_after(epoch, run.epochs)
     metrics = evaluate(run.model, run.val_loader, dist, precision=run.precision,
                        channels_last=run.channels_last) if validate else {}
     spe = run.steps_per_epoch
