@@ -13,6 +13,10 @@ the shared and final stages' records (wall_s). AdvAA: one record per epoch (the 
 policies, their mean losses and rewards, controller entropy, training metrics).
 Plots follow the papers' figures: AWS figure 6 (marginal of the first element over time),
 AdvAA figure 6 (op and magnitude percentages over epochs). docs/report.md explains them.
+The top operations, the heatmap and "What moved the policy" describe the searched policy,
+policy.json's theta (aws.result_policy may have chosen an earlier or a mean theta: the report
+names the rule and shows the newest theta's top operations apart); marginal.png and entropy.png
+show every round's theta.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe inside
 from hpcaug._atomic import atomic_write_bytes
 from hpcaug.ops.spaces import AWS_SPACE
 from hpcaug.ops.table import NUM_BINS, OP_NAMES
-from hpcaug.search.evidence import element_evidence, movers
+from hpcaug.search.evidence import SearchedPolicy, element_evidence, movers, searched_policy
 from hpcaug.search.jobs import stage_resources
 from hpcaug.search.operations import aws_probabilities, element_names, top_operations
 from hpcaug.search.queue import Accounting, account
@@ -131,12 +135,12 @@ def _ramp(n: int) -> list[Any]:
 
 
 def plot_heatmap(run: AWSRun, path: Path) -> Path | None:
-    """36 x 36 heatmap of p over operations (latest theta), element names on both axes."""
-    thetas = run.thetas()
-    if not thetas:
+    """36 x 36 heatmap of p over operations of the searched policy (evidence.searched_policy:
+    policy.json's theta, labelled with its aws.result_policy), element names on both axes."""
+    searched = searched_policy(run)
+    if searched is None:
         return None
-    r, theta = thetas[-1]
-    p = aws_probabilities(theta, run.parametrisation).numpy()
+    p = aws_probabilities(searched.theta, run.parametrisation).numpy()
     names = element_names()
     fig = _figure(11, 9.5)
     ax = fig.add_subplot()
@@ -145,8 +149,7 @@ def plot_heatmap(run: AWSRun, path: Path) -> Path | None:
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_xlabel("second element")
     ax.set_ylabel("first element")
-    after = f"after {r} update{'s' if r != 1 else ''}"
-    ax.set_title(f"p(operation) of round {r} ({after}); uniform = {1 / p.size:.2e}, max = {p.max():.2e}")
+    ax.set_title(f"p(operation) of {searched.label}\nuniform = {1 / p.size:.2e}, max = {p.max():.2e}")
     fig.colorbar(im, ax=ax, shrink=0.8, label="probability")
     return _save(fig, path)
 
@@ -338,13 +341,14 @@ def _aws_state(run: AWSRun) -> list[str]:
 
 
 def _aws_top(run: AWSRun, top_k: int) -> list[str]:
-    thetas = run.thetas()
-    if not thetas:
+    """Top operations and first elements of the searched policy (policy.json's theta)."""
+    searched = searched_policy(run)
+    if searched is None:
         return []
-    r_last, theta = thetas[-1]
+    theta = searched.theta
     n = AWS_SPACE.num_operations
-    lines = [f"## Top {top_k} operations (theta of round {r_last}, after {r_last} updates)", "",
-             f"Uniform probability: 1/{n} = {1 / n:.5f}.", "",
+    lines = [f"## Top {top_k} operations of the searched policy ({searched.label})", "",
+             *_newest_note(run, searched), f"Uniform probability: 1/{n} = {1 / n:.5f}.", "",
              "| rank | operation | first element | second element | probability | x uniform |",
              "|---:|---:|---|---|---:|---:|"]
     for i, op in enumerate(top_operations(theta, run.parametrisation, top_k), 1):
@@ -357,6 +361,18 @@ def _aws_top(run: AWSRun, top_k: int) -> list[str]:
     return lines + ["", f"First-element marginal, top 5: {top5}", ""]
 
 
+def _newest_note(run: AWSRun, searched: SearchedPolicy) -> list[str]:
+    """When policy.json is not the newest theta: say so and show the newest one's top operations."""
+    if searched.is_newest:
+        return []
+    r = searched.newest_round
+    _, newest = run.thetas()[-1]
+    top = "; ".join(f"{op.label} {op.probability:.5f}" for op in top_operations(newest, run.parametrisation, 3))
+    return [f"The newest theta (round {r}, after {r} updates: what the next fine-tunes sample from) is not "
+            f"policy.json ({searched.why or searched.label}); its top 3 operations: {top}. marginal.png and "
+            "entropy.png show every round's theta.", ""]
+
+
 def _aws_movers(run: AWSRun, k: int = 6) -> list[str]:
     """The elements that gained and lost the most mass, with the rewards behind them."""
     ev = element_evidence(run)
@@ -364,10 +380,11 @@ def _aws_movers(run: AWSRun, k: int = 6) -> list[str]:
         return []
     up, down = movers(ev, k)
     lines = ["## What moved the policy", "",
-             "Each element's marginal (mean share of the first and second place) now vs at the start (uniform "
-             "1/36), and the rewards of the trajectories that used it, relative to their round's mean "
-             "(weighted by how much of each trajectory's operations contained the element).", "",
-             "| element | share now | x start | trajectories that used it | their reward vs round mean |",
+             "Each element's marginal (mean share of the first and second place) in the searched policy "
+             "(policy.json) vs at the start (uniform 1/36), and the rewards of the trajectories that used it, "
+             "relative to their round's mean (weighted by how much of each trajectory's operations contained "
+             "the element).", "",
+             "| element | share in policy.json | x start | trajectories that used it | their reward vs round mean |",
              "|---|---:|---:|---:|---:|"]
     for x in up + [None] + down:
         if x is None:
