@@ -59,7 +59,7 @@ def planted_label(planted: list[str]) -> str:
 
 
 def marginal_range(theta: Any, parametrisation: str) -> tuple[float, float]:
-    m = power.element_marginals(theta, parametrisation) * power.E
+    m = ppo.element_marginals(theta, parametrisation) * power.E
     return float(m.max()), float(m.min())
 
 

@@ -58,8 +58,9 @@ def _same(rows: list[tuple[int, float]], want: list[tuple[int, float]]) -> bool:
 def test_report_describes_policy_json_not_the_newest_theta(tmp_path: Path, rule: str) -> None:
     from hpcaug.ops.policy import load_policy
     from hpcaug.report import write_report
-    from hpcaug.search.evidence import _marginals, element_evidence, searched_policy
+    from hpcaug.search.evidence import element_evidence, searched_policy
     from hpcaug.search.operations import top_operations
+    from hpcaug.search.ppo import element_marginals
     from hpcaug.search.runview import read_run
 
     cfg, rd = _run(tmp_path, rule, [0.3, 0.6, 0.4, 0.35])
@@ -86,7 +87,7 @@ def test_report_describes_policy_json_not_the_newest_theta(tmp_path: Path, rule:
     assert torch.allclose(searched.theta, chosen)  # what the heatmap draws
     # "What moved the policy": each element's share in policy.json
     ev = element_evidence(run)
-    assert torch.allclose(torch.tensor([x.mass for x in ev], dtype=torch.float64), _marginals(chosen, "joint"))
+    assert torch.allclose(torch.tensor([x.mass for x in ev], dtype=torch.float64), element_marginals(chosen, "joint"))
     assert "| element | share in policy.json |" in text
 
 

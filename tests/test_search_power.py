@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hpcaug.config import Config, load_config
-from hpcaug.search import power
+from hpcaug.search import power, ppo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_no_element_drifts_without_an_effect(tmp_path: Path) -> None:
     """Null run (effect 0): after 100 rounds every element keeps 0.5-2 x its uniform share."""
     cfg = _cfg(tmp_path)
     res = power.simulate(cfg, effect=0.0, sigma=0.003, images=100_000, rounds=100, seed=3)
-    m = power.element_marginals(res.thetas[-1], cfg.aws.parametrisation) * power.E
+    m = ppo.element_marginals(res.thetas[-1], cfg.aws.parametrisation) * power.E
     assert 0.5 <= float(m.min()) and float(m.max()) <= 2.0, (float(m.min()), float(m.max()))
 
 

@@ -97,11 +97,6 @@ class ElementEvidence:
         return self.mass / self.start if self.start > 0 else float("nan")
 
 
-def _marginals(theta: torch.Tensor, parametrisation: str) -> torch.Tensor:
-    p = ppo.log_probs(theta.double(), parametrisation).exp().view(E, E)
-    return (p.sum(1) + p.sum(0)) / 2
-
-
 def _element_shares(counts: Sequence[int]) -> torch.Tensor:
     """[36]: the share of a trajectory's applied operations that contain each element."""
     c = torch.as_tensor(counts, dtype=torch.float64).view(E, E)
@@ -119,8 +114,8 @@ def element_evidence(run: AWSRun) -> list[ElementEvidence]:
     searched = searched_policy(run)
     if len(thetas) < 2 or searched is None:
         return []
-    start = _marginals(thetas[0][1], run.parametrisation)
-    now = _marginals(searched.theta, run.parametrisation)
+    start = ppo.element_marginals(thetas[0][1], run.parametrisation)
+    now = ppo.element_marginals(searched.theta, run.parametrisation)
     weighted = torch.zeros(E, dtype=torch.float64)
     weight = torch.zeros(E, dtype=torch.float64)
     used = torch.zeros(E, dtype=torch.int64)

@@ -40,12 +40,6 @@ def containing(elements: str | Sequence[str]) -> torch.Tensor:
     return out
 
 
-def element_marginals(theta: torch.Tensor, parametrisation: str) -> torch.Tensor:
-    """[36]: each element's mean share of the first and the second place (uniform: 1/36)."""
-    p = ppo.log_probs(theta.double(), parametrisation).exp().view(E, E)
-    return (p.sum(1) + p.sum(0)) / 2
-
-
 @dataclass
 class SimResult:
     """One simulated search: the planted element's mass per round and the thetas."""

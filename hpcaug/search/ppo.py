@@ -51,6 +51,12 @@ def entropy(theta: torch.Tensor, parametrisation: str = "joint") -> float:
     return float(-(lp.exp() * lp).sum())
 
 
+def element_marginals(theta: torch.Tensor, parametrisation: str = "joint") -> torch.Tensor:
+    """[36]: each element's mean share of the first and the second place (uniform: 1/36)."""
+    p = log_probs(theta.detach().double(), parametrisation).exp().view(NUM_ELEMENTS, NUM_ELEMENTS)
+    return (p.sum(1) + p.sum(0)) / 2
+
+
 def kl_divergence(lp_old: torch.Tensor, lp_new: torch.Tensor) -> torch.Tensor:
     """Exact KL(p_old || p_new) over all operations."""
     return (lp_old.exp() * (lp_old - lp_new)).sum()
