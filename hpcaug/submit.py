@@ -268,13 +268,14 @@ def _plan(cfg: Config, rd: RunDir, args: argparse.Namespace, ids: list[int] | No
         return [] if rd.shared_done.exists() else [jobs.Step("shared")]
     if args.stage == "final":
         return [] if rd.final_done.exists() else [jobs.Step("final", policy=args.policy)]
+    r = rd.rounds_done() if args.round is None else args.round  # finetune, update: the next round by default
+    if ids is None and r >= cfg.aws.rounds:  # (--round and --array were checked by validate)
+        raise ValueError(f"--stage {args.stage}: all {cfg.aws.rounds} rounds are updated, the next would be round "
+                         f"{r}, past aws.rounds={cfg.aws.rounds}: raise aws.rounds (--set aws.rounds=N) to search "
+                         "further")
     if args.stage == "update":
-        r = rd.rounds_done() if args.round is None else args.round
-        if r >= cfg.aws.rounds:
-            raise ValueError(f"all {cfg.aws.rounds} rounds are updated; raise aws.rounds to search further")
         return [] if rd.update_done(r) else [jobs.Step("update", r)]
     if ids is None:  # finetune
-        r = rd.rounds_done() if args.round is None else args.round
         ids = list(aws.round_trajectories(cfg, r))
     elif args.round is not None:
         ids = [i for i in ids if aws.round_of(cfg, i) == args.round]

@@ -359,3 +359,146 @@ def test_requeued_shared_stage_counts_every_run(slurm_cluster: Any, data: Path, 
     md = write_report(run).read_text()
     assert any(ln.startswith("| shared | 2 |") and "sacct, every run, 1 requeued" in ln for ln in md.splitlines()), md
     assert f"[job {jid}: COMPLETED; requeued 1x]" in run_status(run, slurm=True)
+
+
+# ---------------------------------------------------------------- the submitter's own checks
+def _held_stand_in(cluster: Any, run: Path, key: str, name: str) -> str:
+    """A real queued job of the run that never starts: held, under step `key`'s job name, and
+    recorded as that step's submission (so the submitter treats it as the step still queued)."""
+    from hpcaug.search.rundir import RunDir
+
+    out = cluster.run("sbatch", "--parsable", "--hold", "-J", name, "-o", "/dev/null", "--wrap", "sleep 600").stdout
+    jid = out.strip().split(";")[0]
+    RunDir(run).record_job(key, jid, name=name, trajectories=[], dependency="")
+    return jid
+
+
+def _dependency(cluster: Any, job_id: str) -> str:
+    return cluster.run("squeue", "-h", "-j", job_id, "-o", "%E").stdout.strip()
+
+
+def test_failed_sbatch_cancels_what_the_submission_queued(slurm_cluster: Any, data: Path, tmp_path: Path) -> None:
+    """sbatch refuses the final job (it asks for a GPU, and this cluster has none) after the
+    round's fine-tune array and update were queued: both are cancelled and their records marked
+    withdrawn, the shared job queued by an earlier submission (reused) stays, and the error names
+    them (issue 19.2)."""
+    from hpcaug.config import load_config
+    from hpcaug.search import aws
+    from hpcaug.search.rundir import RunDir
+
+    run = tmp_path / "run"
+    sets = tiny_sets(data, run, rounds=1, trajectories=2)
+    cfg = load_config(CONFIG, sets)
+    aws.open_run(cfg)
+    rd = RunDir(run)
+    try:
+        shared = _held_stand_in(slurm_cluster, run, "shared", f"{cfg.name}-shared")
+        out = _cli(["--stage", "search", "--no-wait"], [*sets, "cluster.gpus_per_node=1", "cluster.finetune_gpus=0"])
+        log = out.stdout + out.stderr
+        assert out.returncode == 1, log
+        assert "Invalid generic resource" in log and "submitting final failed" in log, log
+        (arr,), (upd,) = rd.job_records("finetune-0"), rd.job_records("update-0")
+        assert "final" not in rd.all_job_records()
+        for rec in (arr, upd):
+            assert "submitting final failed" in rec["withdrawn"], rec
+        assert f"cancelled finetune-0 (job {arr['job_id']}), update-0 (job {upd['job_id']})" in log, log
+        assert f"left queued (submitted before): shared (job {shared})" in log, log
+        wait_for(lambda: not queued(slurm_cluster, [arr["job_id"], upd["job_id"]]), 60, "the cancelled jobs to go")
+        assert queued(slurm_cluster, [shared]) == [shared]
+    finally:
+        _cancel_all(slurm_cluster, run)
+
+
+def test_queued_array_is_reused_only_for_the_trajectories_it_covers(slurm_cluster: Any, data: Path,
+                                                                  tmp_path: Path) -> None:
+    """Round 0's array waits (behind a held shared job) when three of its four tasks are
+    cancelled: a resubmission reuses it for the one trajectory it still covers and submits the
+    other three, which the queued update then waits for too; a third submission reuses both arrays
+    and submits nothing."""
+    from hpcaug.config import load_config
+    from hpcaug.search import aws
+
+    run = tmp_path / "run"
+    sets = tiny_sets(data, run, rounds=1, trajectories=4)
+    cfg = load_config(CONFIG, sets)
+    aws.open_run(cfg)
+    try:
+        _held_stand_in(slurm_cluster, run, "shared", f"{cfg.name}-shared")
+        first = _cli(["--stage", "search", "--no-wait"], sets)
+        assert first.returncode == 0, first.stdout + first.stderr
+        arr, upd = recorded(run, "finetune-0"), recorded(run, "update-0")
+        slurm_cluster.run("scancel", f"{arr}_0", f"{arr}_1", f"{arr}_2")
+        tasks = ["squeue", "-h", "-r", "-j", arr, "-t", "PD,R", "-o", "%i"]
+        wait_for(lambda: slurm_cluster.run(*tasks).stdout.split() == [f"{arr}_3"], 60, "only task 3 to be left")
+        second = _cli(["--stage", "search", "--no-wait"], sets)
+        log = second.stdout + second.stderr
+        assert second.returncode == 0, log
+        new = recorded(run, "finetune-0")
+        assert f"finetune round 0: trajectories 3: job {arr} is still queued: reused" in log, log
+        assert new != arr and f"finetune round 0: trajectories 0-2: submitted job {new}" in log, log
+        assert f"the round's queued update (job {upd}) now waits for it too" in log, log
+        assert f"afterany:{new}" in _dependency(slurm_cluster, upd)  # type: ignore[arg-type]
+        third = _cli(["--stage", "search", "--no-wait"], sets)
+        log3 = third.stdout + third.stderr
+        assert third.returncode == 0 and "submitted job" not in log3, log3
+        assert f"trajectories 3: job {arr} is still queued: reused" in log3, log3
+        assert f"trajectories 0-2: job {new} is still queued: reused" in log3, log3
+    finally:
+        _cancel_all(slurm_cluster, run)
+
+
+def test_finetune_and_update_need_the_theta_of_their_round(slurm_cluster: Any, data: Path, tmp_path: Path) -> None:
+    """`--stage finetune|update --round 1` before round 0's update: refused, nothing submitted;
+    with round 0's update queued (from an earlier submission), accepted, and the new jobs wait
+    for it (afterok), the update for the round's queued array too (afterany)."""
+    from hpcaug.config import load_config
+    from hpcaug.search import aws
+    from hpcaug.search.rundir import RunDir
+
+    run = tmp_path / "run"
+    sets = tiny_sets(data, run, rounds=2, trajectories=2)
+    cfg = load_config(CONFIG, sets)
+    aws.open_run(cfg)
+    try:
+        for stage in ("finetune", "update"):
+            out = _cli(["--stage", stage, "--round", "1", "--no-wait"], sets)
+            log = out.stdout + out.stderr
+            assert out.returncode == 2, log
+            assert "round 1 has no theta yet" in log and "--stage update --round 0" in log, log
+            assert RunDir(run).all_job_records() == {}
+        upd0 = _held_stand_in(slurm_cluster, run, "update-0", f"{cfg.name}-update-0")
+        ft = _cli(["--stage", "finetune", "--round", "1", "--no-wait"], sets)
+        assert ft.returncode == 0, ft.stdout + ft.stderr
+        arr = recorded(run, "finetune-1")
+        assert f"afterok:{upd0}" in _dependency(slurm_cluster, arr)  # type: ignore[arg-type]
+        up = _cli(["--stage", "update", "--round", "1", "--no-wait"], sets)
+        assert up.returncode == 0, up.stdout + up.stderr
+        deps = _dependency(slurm_cluster, recorded(run, "update-1"))  # type: ignore[arg-type]
+        assert f"afterany:{arr}" in deps and f"afterok:{upd0}" in deps, deps
+    finally:
+        _cancel_all(slurm_cluster, run)
+
+
+def test_no_finetune_past_the_last_round(slurm_cluster: Any, data: Path, tmp_path: Path) -> None:
+    """A search whose every round is updated (here aws.rounds=1, run in this process):
+    `--stage finetune` without --round would fine-tune round 1, which aws.rounds leaves out:
+    refused, naming the round and aws.rounds, nothing submitted."""
+    from hpcaug.config import load_config
+    from hpcaug.search import aws
+    from hpcaug.search.rundir import RunDir
+
+    run = tmp_path / "run"
+    sets = tiny_sets(data, run, rounds=1, trajectories=1)
+    cfg = load_config(CONFIG, sets)
+    aws.run_shared(cfg)
+    aws.run_finetune(cfg, None, 0)
+    aws.run_update(cfg, None, 0)
+    assert RunDir(run).rounds_done() == 1
+    try:
+        for stage in ("finetune", "update"):
+            out = _cli(["--stage", stage, "--no-wait"], sets)
+            log = out.stdout + out.stderr
+            assert out.returncode == 2 and "round 1" in log and "aws.rounds=1" in log, log
+        assert RunDir(run).all_job_records() == {}
+    finally:
+        _cancel_all(slurm_cluster, run)

@@ -7,8 +7,10 @@ Executors:
           (finetune r: afterok on what writes theta r; update r: afterany on its array, so a failed
           or cancelled task cannot stall the round; final: afterok on the last update), all with
           --kill-on-invalid-dep=yes so nothing pends forever behind a failed job. A job still in
-          the queue from an earlier submission (recorded in R/jobs/) is reused, not duplicated.
-          SLURM itself is asked only through hpcaug.search.queue.
+          the queue from an earlier submission (recorded in R/jobs/) is reused, not duplicated (a
+          fine-tune array for the trajectories whose tasks are still queued), and waited for when
+          a new step needs what it writes. A submission that fails partway cancels the jobs it had
+          queued. SLURM itself is asked only through hpcaug.search.queue.
 - local:  submitit's LocalExecutor, one step after the other (it has no dependencies), one task
           per job: its tasks would not form a Horovod group.
 - inline: the same functions in this process, one after the other (demo, debugging).
@@ -19,7 +21,7 @@ import logging
 import re
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +184,7 @@ def _job_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
 def run_inline(cfg: Config, rd: RunDir, steps: Sequence[Step], progress: Callable[[Step], None] | None = None) -> None:
     """Run the steps in this process, in order. A failing finetune task is logged and skipped (the
     update then needs its quorum, as on SLURM); any other failure stops the chain."""
+    check_steps(cfg, rd, steps)
     for step in steps:
         log.info("== %s", step.describe())
         for fn, args in _stage_call(step, cfg, str(rd.root)):
@@ -269,44 +272,185 @@ class Submitted:
     reused: bool = False
 
 
-def submit_slurm(cfg: Config, rd: RunDir, steps: Sequence[Step], throttle: int = 0) -> list[Submitted]:
-    """Submit all steps up front with dependencies; reuse a recorded job that is still queued.
+@dataclass
+class Queued:
+    """A recorded submission still in the queue; for a fine-tune array, the trajectories whose
+    tasks are still pending or running (the ones it will yet deliver)."""
 
-    A fine-tune array of a round whose update job is still queued from an earlier submission
-    (reused) is added to that update's dependencies, so the update counts it; if that update
-    has already started, the array is withdrawn: its results would come after the update."""
-    keys = [s.key for s in steps] + [f"update-{s.round}" for s in steps if s.kind == "finetune"]
-    recorded = {k: rd.recorded_job(k) for k in dict.fromkeys(keys)}
-    still = queue.alive([r["job_id"] for r in recorded.values() if r],
-                        {r["job_id"]: r.get("name") for r in recorded.values() if r})
-    pending: dict[str, str] = {}  # step key -> job id, for steps submitted or still queued
-    out: list[Submitted] = []
-    for step in steps:
-        rec = recorded[step.key]
-        if rec and rec["job_id"] in still:
-            log.info("%s: job %s is still queued: reused", step.describe(), rec["job_id"])
-            pending[step.key] = rec["job_id"]
-            out.append(Submitted(step, rec["job_id"], reused=True))
-            continue
-        deps = _dependencies(step, pending)
-        upd = recorded.get(f"update-{step.round}") if step.kind == "finetune" else None
-        if upd and upd["job_id"] in still:
-            job_id = _submit_before_update(cfg, rd, step, deps, throttle, upd["job_id"])
-            if job_id is None:
+    job_id: str
+    trajectories: list[int]
+
+
+class SubmissionFailed(RuntimeError):
+    """sbatch (or a change to a queued job) failed partway through a chain; the jobs the
+    submission had queued before were cancelled (the message says which)."""
+
+
+def queued_jobs(rd: RunDir, keys: Iterable[str]) -> dict[str, list[Queued]]:
+    """{step key: its recorded submissions still in the queue, oldest first}, for `keys`.
+
+    Every submission of a step counts, not only the latest. A withdrawn one does not, nor an id
+    squeue now shows under another job name (a cluster whose ids started again), nor an array
+    none of whose tasks is alive; an array covers only the trajectories of its alive tasks."""
+    recs = {k: [r for r in rd.job_records(k) if not r.get("withdrawn")] for k in dict.fromkeys(keys)}
+    states = queue.queue_states([str(r["job_id"]) for rs in recs.values() for r in rs])
+    out: dict[str, list[Queued]] = {}
+    for key, rs in recs.items():
+        for rec in rs:
+            jid = str(rec["job_id"])
+            st = states.get(jid)
+            if st is None or not st.alive or rec.get("name") not in (None, st.name):
                 continue
-        else:
-            job_id = _submit_step(cfg, rd, step, deps, throttle)
-            log.info("%s: submitted job %s%s", step.describe(), job_id, f" ({', '.join(deps)})" if deps else "")
-        pending[step.key] = job_id
-        out.append(Submitted(step, job_id))
+            trajectories = [int(t) for t in rec.get("trajectories") or []]
+            if key.startswith("finetune-"):
+                tasks = {s.task: s.alive for s in states.values() if s.array_id == jid and s.task is not None}
+                if tasks:  # (an array of one task is submitted as a plain job: submitit)
+                    trajectories = [t for i, t in enumerate(trajectories) if tasks.get(i)]
+                if not trajectories:
+                    continue
+            out.setdefault(key, []).append(Queued(jid, trajectories))
     return out
 
 
+def _writer_of_theta(r: int) -> str:
+    """The step that writes what a fine-tune or update of round r reads: the shared weights for
+    round 0, theta r (update r-1) after it."""
+    return "shared" if r == 0 else f"update-{r - 1}"
+
+
+def _prerequisites(steps: Sequence[Step]) -> list[str]:
+    """The step keys the steps' jobs may have to wait for, or (finetune r: update r) have to
+    change, planned or not: shared/update r-1 and the round's update or fine-tune arrays."""
+    keys: list[str] = []
+    for s in steps:
+        keys.append(s.key)
+        if s.kind == "finetune":
+            keys += [_writer_of_theta(s.round), f"update-{s.round}"]
+        elif s.kind == "update":
+            keys += [_writer_of_theta(s.round), f"finetune-{s.round}"]
+    return list(dict.fromkeys(keys))
+
+
+def check_steps(cfg: Config, rd: RunDir, steps: Sequence[Step], queued: Collection[str] = ()) -> None:
+    """Refuse (ValueError, before anything runs or is submitted) a step of a round past
+    aws.rounds, and a fine-tune or update of round r > 0 without theta r whose update r-1 is
+    neither done, nor planned before it, nor still in the queue (`queued`: step keys)."""
+    planned: set[str] = set()
+    for s in steps:
+        if s.round >= cfg.aws.rounds:
+            raise ValueError(f"{s.describe()}: round {s.round} is past the search: aws.rounds={cfg.aws.rounds} "
+                             f"has rounds 0-{cfg.aws.rounds - 1}; raise aws.rounds (--set aws.rounds=N) to search "
+                             "further")
+        src = _writer_of_theta(s.round)
+        if (s.kind in ("finetune", "update") and s.round > 0 and not rd.theta_path(s.round).exists()
+                and src not in planned and src not in queued):
+            raise ValueError(f"{s.describe()}: round {s.round} has no theta yet (update {s.round - 1} writes it, and "
+                             "it has not run, is not queued and is not part of this submission): run `--stage "
+                             f"update --round {s.round - 1}` first, or `--stage search` for the rounds in order")
+        planned.add(s.key)
+
+
+def submit_slurm(cfg: Config, rd: RunDir, steps: Sequence[Step], throttle: int = 0) -> list[Submitted]:
+    """Submit all steps up front with dependencies; reuse a recorded job that is still queued.
+
+    What a step waits for may also be a job still queued from an earlier submission (theta's
+    update, the round's fine-tune arrays). A queued fine-tune array is reused for the
+    trajectories it still covers; the others get a new array. A new array of a round whose
+    update job is still queued from an earlier submission is added to that update's
+    dependencies, so the update counts it; if that update has already started, the array is
+    withdrawn: its results would come after the update. If a submission fails partway, the jobs
+    this call had queued are cancelled and withdrawn (SubmissionFailed says which)."""
+    queued = queued_jobs(rd, _prerequisites(steps))
+    check_steps(cfg, rd, steps, set(queued))
+    sub = _Submission(cfg, rd, throttle, queued)
+    for step in steps:
+        try:
+            sub.add(step)
+        except BaseException as e:  # also Ctrl-C: no half chain left queued
+            sub.cancel_new(step, e)
+            raise
+    return sub.out
+
+
+class _Submission:
+    """One submit_slurm call: what is queued (pending: step key -> job ids, from this call or
+    reused), what it submitted itself (new), the Submitted list it returns (out)."""
+
+    def __init__(self, cfg: Config, rd: RunDir, throttle: int, queued: dict[str, list[Queued]]) -> None:
+        self.cfg, self.rd, self.throttle, self.queued = cfg, rd, throttle, queued
+        # prerequisites that are not done yet and still queued count as pending from the start
+        self.pending: dict[str, list[str]] = {
+            k: [q.job_id for q in qs] for k, qs in queued.items()
+            if k.startswith("finetune-") or not step_done(cfg, rd, _step_of_key(k))}
+        self.new: list[tuple[str, str]] = []
+        self.out: list[Submitted] = []
+
+    def add(self, step: Step) -> None:
+        alive = self.queued.get(step.key, [])
+        if step.kind != "finetune":  # (every queued array of a round stays pending: its update waits for it)
+            self.pending.pop(step.key, None)  # the job reused below, or the new one
+            if alive:
+                self._reuse(step, alive[-1].job_id)
+            else:
+                self._submit(step)
+            return
+        covered: set[int] = set()
+        for q in alive:  # every queued array of the round, for the planned trajectories it covers
+            mine = [t for t in q.trajectories if t in step.trajectories and t not in covered]
+            if mine:
+                covered.update(mine)
+                self._reuse(Step("finetune", step.round, mine), q.job_id)
+        rest = [t for t in step.trajectories if t not in covered]
+        if rest:
+            self._submit(Step("finetune", step.round, rest))
+
+    def _reuse(self, step: Step, job_id: str) -> None:
+        log.info("%s: job %s is still queued: reused", step.describe(), job_id)
+        if job_id not in self.pending.setdefault(step.key, []):
+            self.pending[step.key].append(job_id)
+        self.out.append(Submitted(step, job_id, reused=True))
+
+    def _submit(self, step: Step) -> None:
+        deps = _dependencies(step, self.pending)
+        upd = self.queued.get(f"update-{step.round}") if step.kind == "finetune" else None
+        if upd:
+            job_id = _submit_before_update(self.cfg, self.rd, step, deps, self.throttle, upd[-1].job_id, self.new)
+            if job_id is None:
+                return
+        else:
+            job_id = _submit_step(self.cfg, self.rd, step, deps, self.throttle, self.new)
+            log.info("%s: submitted job %s%s", step.describe(), job_id, f" ({', '.join(deps)})" if deps else "")
+        self.pending.setdefault(step.key, []).append(job_id)
+        self.out.append(Submitted(step, job_id))
+
+    def cancel_new(self, failed: Step, error: BaseException) -> None:
+        """Cancel and withdraw every job this call submitted (reused ones stay), then raise
+        SubmissionFailed saying which (the caller re-raises `error` itself if it is no Exception)."""
+        why = f"submitting {failed.describe()} failed: {str(error).strip() or type(error).__name__}"
+        queue.cancel([job_id for _, job_id in self.new])
+        for key, job_id in self.new:
+            self.rd.withdraw_job(key, job_id, why)
+        done = ", ".join(f"{k} (job {j})" for k, j in self.new)
+        kept = ", ".join(f"{s.step.key} (job {s.job_id})" for s in self.out if s.reused)
+        msg = (f"{why}\n" + (f"cancelled {done}, which this submission had queued before (recorded as withdrawn)"
+                             if done else "this submission had queued no job yet")
+               + (f"; left queued (submitted before): {kept}" if kept else "")
+               + ". Fix the cause and rerun the same command: it submits what is missing.")
+        if isinstance(error, Exception):
+            raise SubmissionFailed(msg) from error
+        log.error("%s", msg)  # Ctrl-C and the like: the caller re-raises it
+
+
+def _step_of_key(key: str) -> Step:
+    kind, _, r = key.partition("-")
+    return Step(kind, int(r) if r else -1)
+
+
 def _submit_before_update(cfg: Config, rd: RunDir, step: Step, deps: list[str], throttle: int,
-                          update_job: str) -> str | None:
+                          update_job: str, new: list[tuple[str, str]]) -> str | None:
     """Submit a fine-tune array held, make the round's queued update job wait for it too, then
     release it; None (and the array withdrawn, never run) when the update has already started."""
-    job_id = _submit_step(cfg, rd, step, deps, throttle, hold=True)
+    job_id = _submit_step(cfg, rd, step, deps, throttle, new, hold=True)
     if queue.add_dependency(update_job, f"afterany:{job_id}"):
         queue.release([job_id])
         log.info("%s: submitted job %s%s; the round's queued update (job %s) now waits for it too",
@@ -315,34 +459,31 @@ def _submit_before_update(cfg: Config, rd: RunDir, step: Step, deps: list[str], 
     queue.cancel([job_id])
     why = f"update {step.round} (job {update_job}) has already started"
     rd.withdraw_job(step.key, job_id, why)
+    new.remove((step.key, job_id))
     log.warning("%s: not submitted: %s, their results would come after it and not count. Rerun this command "
                 "once it has ended (if it fails its quorum, the rerun resubmits them)", step.describe(), why)
     return None
 
 
-def _dependencies(step: Step, pending: dict[str, str]) -> list[str]:
-    """SLURM dependencies of a step on the steps queued before it (see the module docstring)."""
-    deps: list[str] = []
+def _dependencies(step: Step, pending: dict[str, list[str]]) -> list[str]:
+    """SLURM dependencies of a step on the jobs queued before it (see the module docstring)."""
+    def on(kind: str, key: str) -> list[str]:
+        return [f"{kind}:{':'.join(pending[key])}"] if pending.get(key) else []
+
     if step.kind == "finetune":
-        src = "shared" if step.round == 0 else f"update-{step.round - 1}"
-        if src in pending:
-            deps.append(f"afterok:{pending[src]}")
-    elif step.kind == "update":
-        if f"finetune-{step.round}" in pending:
-            deps.append(f"afterany:{pending[f'finetune-{step.round}']}")
-        prev = "shared" if step.round == 0 else f"update-{step.round - 1}"
-        if prev in pending:
-            deps.append(f"afterok:{pending[prev]}")
-    elif step.kind == "final":
-        last = [k for k in pending if k.startswith("update-") or k == "shared"]
-        if last:
-            deps.append(f"afterok:{pending[last[-1]]}")
-    return deps
+        return on("afterok", _writer_of_theta(step.round))
+    if step.kind == "update":
+        return on("afterany", f"finetune-{step.round}") + on("afterok", _writer_of_theta(step.round))
+    if step.kind == "final":
+        updates = sorted((int(k.split("-")[1]), k) for k in pending if k.startswith("update-") and pending[k])
+        return on("afterok", updates[-1][1] if updates else "shared")
+    return []
 
 
 def _submit_step(cfg: Config, rd: RunDir, step: Step, deps: list[str], throttle: int,
-                 hold: bool = False) -> str:
-    """sbatch one step through submitit (a finetune step as one array); record it; -> job id."""
+                 new: list[tuple[str, str]], hold: bool = False) -> str:
+    """sbatch one step through submitit (a finetune step as one array); record it (and in `new`,
+    the submissions of this submit_slurm call); -> job id."""
     ex = make_executor(cfg, rd, "slurm", step, "slurm")
     extra: dict[str, Any] = {"hold": True} if hold else {}
     if deps:
@@ -356,6 +497,7 @@ def _submit_step(cfg: Config, rd: RunDir, step: Step, deps: list[str], throttle:
         job_id = jobs[0].job_id.split("_")[0]
     else:
         job_id = ex.submit(_job_fn(calls[0][0]), *calls[0][1]).job_id
+    new.append((step.key, job_id))
     rd.record_job(step.key, job_id, name=job_name(cfg, step), trajectories=step.trajectories,
                   dependency=",".join(deps))
     return job_id
@@ -363,6 +505,7 @@ def _submit_step(cfg: Config, rd: RunDir, step: Step, deps: list[str], throttle:
 
 def run_local(cfg: Config, rd: RunDir, steps: Sequence[Step], progress: Callable[[Step], None] | None = None) -> None:
     """submitit's LocalExecutor, one step after the other (finetune tasks of a step in parallel)."""
+    check_steps(cfg, rd, steps)
     for step in steps:
         log.info("== %s (local executor)", step.describe())
         ex = make_executor(cfg, rd, "local", step, "local")
@@ -393,7 +536,7 @@ def follow(cfg: Config, rd: RunDir, submitted: Sequence[Submitted], poll_s: floa
     cancelled: set[str] = set()
     t0 = time.time()
     while True:
-        last_done = bool(submitted) and step_done(cfg, rd, submitted[-1].step)
+        last_done = _last_step_done(cfg, rd, submitted)
         states = watcher.states(force=last_done)
         stuck = [j for j, s in states.items() if s.waiting and "DependencyNeverSatisfied" in s.reason
                  and j not in cancelled]
@@ -408,7 +551,13 @@ def follow(cfg: Config, rd: RunDir, submitted: Sequence[Submitted], poll_s: floa
         if timeout_s is not None and time.time() - t0 > timeout_s:
             return False
         time.sleep(poll_s)
-    return step_done(cfg, rd, submitted[-1].step) if submitted else True
+    return _last_step_done(cfg, rd, submitted) if submitted else True
+
+
+def _last_step_done(cfg: Config, rd: RunDir, submitted: Sequence[Submitted]) -> bool:
+    """Whether the chain's last step is done (a fine-tune step may be several arrays: all of them)."""
+    last = [s.step for s in submitted if submitted and s.step.key == submitted[-1].step.key]
+    return bool(last) and all(step_done(cfg, rd, s) for s in last)
 
 
 def step_done(cfg: Config, rd: RunDir, step: Step) -> bool:
