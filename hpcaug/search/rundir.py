@@ -1,7 +1,7 @@
 """The AWS run directory (docs/architecture.md section 5): paths, atomic writes, state queries.
 
 Layout (R = cfg.run_path); `RunDir` names each path once, everything else asks it:
-    R/config.json                      the config the run was started with
+    R/config.json                      the run's config (a resume rewrites the keys it may change)
     R/shared/checkpoint.pt, history.json, done.json
     R/rounds/<r>/theta.pt              theta used by round r (round 0: zeros; round r>0: update r-1)
     R/rounds/<r>/ppo_state.pt          Adam state + baseline the update of round r starts from
@@ -12,6 +12,7 @@ Layout (R = cfg.run_path); `RunDir` names each path once, everything else asks i
     R/final/...                        the final training (train.stages.run_final)
     R/policy.json, search_state.json   the searched policy (after each update) and where it came from
     R/jobs/<key>/<job id>.json         every SLURM submission of a step (resume, no duplicates, status)
+    R/jobs/<key>.json                  (run dirs from before jobs/<key>/: the step's one record, read as one)
     R/logs/                            submitit logs
     R/report/                          hpcaug.report's output
     R/advaa/checkpoint.pt              an AdvAA run (instead of shared/ and rounds/): its training,
@@ -112,16 +113,36 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 LEGACY_VALUES = {"aws.trajectory": "per_image"}
 
 
+def _current_spellings(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened config.json with values hpcaug has renamed since written as they are now:
+    augment.policy autoaugment_imagenet -> autoaugment-imagenet, and randaugment (n and m from
+    augment.randaugment_n / randaugment_m, defaults 2 and 9) -> randaugment-n<N>-m<M>
+    (hpcaug/policy_names.py refuses the old spellings in a config)."""
+    policy = flat.get("augment.policy")
+    if policy == "autoaugment_imagenet":
+        return {**flat, "augment.policy": "autoaugment-imagenet"}
+    if policy == "randaugment":
+        n, m = flat.get("augment.randaugment_n", 2), flat.get("augment.randaugment_m", 9)
+        return {**flat, "augment.policy": f"randaugment-n{n}-m{m}"}
+    return flat
+
+
+def is_resumable(key: str) -> bool:
+    """Whether a resume may change the dotted config key (RESUMABLE_KEYS)."""
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
+
+
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys (dotted) whose values differ and that a resume may not change, with both values.
 
     A key the run has but hpcaug no longer knows is ignored (nothing reads it); a key the run
-    lacks (added since) counts as its LEGACY_VALUES entry or the field's default."""
-    a, b = _flatten(old), _flatten(new)
+    lacks (added since) counts as its LEGACY_VALUES entry or the field's default; a value
+    spelled as hpcaug spelled it before counts as its current spelling (_current_spellings)."""
+    a, b = _current_spellings(_flatten(old)), _flatten(new)
     defaults = _flatten(to_dict(Config()))
     diffs = []
     for key in sorted(b):
-        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS):
+        if is_resumable(key):
             continue
         was = a[key] if key in a else LEGACY_VALUES.get(key, defaults.get(key, "<missing>"))
         if was != b[key]:
@@ -248,21 +269,34 @@ class RunDir:
     def job_records_dir(self, key: str) -> Path:
         return self.jobs_dir / key
 
+    def legacy_job_record_path(self, key: str) -> Path:
+        """jobs/<key>.json: the one record per step of run dirs from before jobs/<key>/ (read, never written)."""
+        return self.jobs_dir / f"{key}.json"
+
     # ---- creation and the config guard ----
-    def init(self, cfg: Config, num_params: int) -> None:
+    def init(self, cfg: Config, num_params: int, *, record_config: bool = True) -> None:
         """Create the run dir for cfg, or check that an existing one was started with a compatible config.
 
         Raises ValueError naming the differing keys when the run was started with another config.
-        Writes round 0's theta (zeros: the uniform policy) if it is not there yet.
+        A resume that passes the check rewrites config.json with cfg (record_config), so status,
+        report and progress read the aws.rounds, aws.quorum and cluster.* the run goes on with,
+        and config.json stays a valid --config (old spellings written as they are now). A job
+        that may run after a later resume (it carries the config of its submission) passes
+        record_config=False. Writes round 0's theta (zeros: the uniform policy) if it is not there yet.
         """
-        new = to_dict(cfg)
+        new = json.loads(json.dumps(to_dict(cfg)))  # as config.json holds it (tuples as lists)
         if self.config_path.exists():
-            diffs = config_differences(read_json(self.config_path), new)
+            old = read_json(self.config_path)
+            diffs = config_differences(old, new)
             if diffs:
                 raise ValueError(
                     f"run dir {self.root} was started with a different config:\n  " + "\n  ".join(diffs)
                     + "\nUse the original config (or --set the keys back), or start a new run with "
                     "--set run_dir=<new dir> (or a new `name:`).")
+            if record_config and old != new:
+                # the check passed: new differs in keys a resume may change, keys added or dropped
+                # since the run started, and old spellings only
+                write_json(self.config_path, new)
         else:
             self.root.mkdir(parents=True, exist_ok=True)
             write_json(self.config_path, new)
@@ -339,15 +373,17 @@ class RunDir:
                    {"job_id": str(job_id), "submitted": time.time(), **extra})
 
     def job_records(self, key: str) -> list[dict[str, Any]]:
-        """Every submission of step `key`, oldest first."""
-        recs = [v for v in _read_dir_any(self.job_records_dir(key)) if isinstance(v, dict) and "job_id" in v]
-        return sorted(recs, key=lambda v: (float(v.get("submitted", 0.0)), int(v["job_id"]) if
-                                           str(v["job_id"]).isdigit() else 0))
+        """Every submission of step `key`, oldest first (a legacy jobs/<key>.json is one of them;
+        a record of the same job under jobs/<key>/ replaces it)."""
+        found = [*_read_dir_any(self.legacy_job_record_path(key)), *_read_dir_any(self.job_records_dir(key))]
+        recs = {str(v["job_id"]): v for v in found if isinstance(v, dict) and "job_id" in v}
+        return sorted(recs.values(), key=lambda v: (float(v.get("submitted", 0.0)), int(v["job_id"]) if
+                                                    str(v["job_id"]).isdigit() else 0))
 
     def withdraw_job(self, key: str, job_id: str, reason: str) -> None:
         """Mark a recorded submission as cancelled by the submitter itself (its tasks are not failures)."""
-        path = self.job_records_dir(key) / f"{job_id}.json"
-        write_json(path, {**read_json(path), "withdrawn": reason})
+        rec = next(r for r in self.job_records(key) if str(r["job_id"]) == str(job_id))
+        write_json(self.job_records_dir(key) / f"{job_id}.json", {**rec, "withdrawn": reason})
 
     def recorded_job(self, key: str) -> dict[str, Any] | None:
         """The latest submission of step `key`, None if it was never submitted."""
@@ -357,14 +393,16 @@ class RunDir:
     def all_job_records(self) -> dict[str, list[dict[str, Any]]]:
         """{step key: its submissions, oldest first} for every step ever submitted."""
         d = self.jobs_dir
-        keys = sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
-        return {k: recs for k in keys if (recs := self.job_records(k))}
+        # jobs/<key>/ and legacy jobs/<key>.json files
+        keys = {p.stem if p.suffix == ".json" else p.name for p in d.iterdir()} if d.is_dir() else set()
+        return {k: recs for k in sorted(keys) if not k.startswith(".") and (recs := self.job_records(k))}
 
 
 def _read_dir_any(d: Path) -> list[Any]:
-    """The readable JSON files of a directory (hidden temp files and unreadable ones skipped)."""
+    """The readable JSON files of a directory, or the one file `d` (hidden temp files and
+    unreadable ones skipped)."""
     out = []
-    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+    for p in [d] if d.is_file() else sorted(d.glob("*.json")) if d.is_dir() else []:
         if p.name.startswith("."):
             continue
         try:
