@@ -17,13 +17,14 @@ epochs left.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from hpcaug.search.queue import Accounting, JobState, account
-from hpcaug.search.rundir import format_duration, format_ranges
+from hpcaug.search.rundir import RunDir, format_duration, format_ranges
 from hpcaug.search.runview import AdvAARun, AWSRun, RoundState, read_run
 
 __all__ = ["run_status", "main"]
@@ -43,10 +44,22 @@ def _note(job_id: str, acct: Accounting | None) -> str:
     rows = acct.rows(job_id)
     if not rows:
         return f"[job {job_id}: unknown to sacct]"
-    requeues = len(acct.runs_of(job_id)) - len(rows)
+    runs = acct.runs_of(job_id)
+    requeues = len(runs) - len(rows)
+    # after a requeue sacct shows the earlier run REQUEUED and the current one PENDING (squeue's
+    # reason: BeginTime) until the hold ends
     held = " (SLURM holds a requeued job about 2 min before it may start again)" if any(
-        s.state == "REQUEUED" for s in rows) else ""
+        s.waiting and any(r.job_id == s.job_id and r.state == "REQUEUED" for r in runs) for s in rows) else ""
     return f"[job {job_id}: {_summarise(rows)}" + (f"; requeued {requeues}x" if requeues else "") + f"]{held}"
+
+
+def _submit_command(run: AWSRun, *args: str) -> str:
+    """`python -m hpcaug.submit ARGS --config RUN/config.json --set run_dir=RUN` with RUN absolute:
+    it resumes this run from any directory (a run started with run_dir "" lives under runs/<name>
+    of the directory it was started from)."""
+    rd = RunDir(run.rd.root.resolve())
+    return shlex.join(["python", "-m", "hpcaug.submit", *args, "--config", str(rd.config_path),
+                       "--set", f"run_dir={rd.root}"])
 
 
 def _job_note(run: AWSRun | AdvAARun, key: str, acct: Accounting | None) -> str:
@@ -122,7 +135,7 @@ def _current_round(run: AWSRun, cur: RoundState, acct: Accounting | None, stoppe
         can = len(cur.results) + len([m for m in missing if m not in by["failed"]])
         lines.append(f"    FAILED tasks: trajectories {format_ranges(by['failed'])}"
                      + ("" if can >= quorum else f"; the quorum ({quorum}) can no longer be met: resubmit with "
-                        f"`python -m hpcaug.submit --stage finetune --round {r} --config {run.rd.config_path}`"))
+                        f"`{_submit_command(run, '--stage', 'finetune', '--round', str(r))}`"))
     for kind, word in (("running", "running"), ("waiting", "queued")):
         if by[kind]:
             lines.append(f"    {word}: trajectories {format_ranges(by[kind])}")
@@ -189,7 +202,7 @@ def _aws_status(run: AWSRun, acct: Accounting | None, now: float) -> list[str]:
     if stopped:
         lines.append(f"stopped: no job of this run is queued or running and the "
                      f"{'search' if cur is not None else 'final training'} is not finished: rerun "
-                     f"`python -m hpcaug.submit --stage search --config {run.rd.config_path}` to resume")
+                     f"`{_submit_command(run, '--stage', 'search')}` to resume")
     lines.append(_aws_eta(run, cur, now, stopped))
     return lines
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -120,27 +121,31 @@ def test_status_without_slurm_and_cli(partial_run: Path, capsys: pytest.CaptureF
 
 
 def test_status_with_sacct(partial_run: Path, slurm_cluster: object) -> None:
-    """Job ids recorded by RunDir.record_job; states from the real cluster's sacct."""
-    from hpcaug.search.queue import accounting_states
+    """Job ids recorded by RunDir.record_job with the job names they were submitted under (as the
+    submitter records them: account() drops sacct rows of an older job with the same id); states
+    from the real cluster's sacct."""
+    from hpcaug.search.queue import account
     from hpcaug.search.rundir import RunDir, read_json, write_json
     from hpcaug.status import run_status
 
     c = slurm_cluster
     rd = RunDir(partial_run)
 
-    def sbatch(*args: str) -> str:
-        out = c.run("sbatch", "--parsable", "-p", c.partition, "-o", "/dev/null", *args).stdout  # type: ignore[attr-defined]
-        return out.strip().split(";")[0]
+    def sbatch(key: str, *args: str) -> str:
+        name = f"report-test-{key}"
+        out = c.run("sbatch", "--parsable", "-p", c.partition, "-o", "/dev/null", "-J", name,  # type: ignore[attr-defined]
+                    *args).stdout
+        job_id = out.strip().split(";")[0]
+        rd.record_job(key, job_id, name=name, trajectories=[] if key == "shared" else [14, 15])
+        return job_id
 
-    shared = sbatch("--wrap", "true")
-    held = sbatch("--hold", "--array=0-1", "--wrap", "true")  # the two missing trajectories, queued
-    rd.record_job("shared", shared, trajectories=[])
-    rd.record_job("finetune-3", held, trajectories=[14, 15])
+    shared = sbatch("shared", "--wrap", "true")
+    held = sbatch("finetune-3", "--hold", "--array=0-1", "--wrap", "true")  # the two missing trajectories, queued
     c.wait_states([shared])  # type: ignore[attr-defined]
     try:
         deadline = time.monotonic() + 60
-        while len(accounting_states([held])) < 2 and time.monotonic() < deadline:  # until accounting knows it
-            time.sleep(0.5)
+        while len(account(rd.all_job_records()).rows(held)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)  # until accounting knows both tasks
         text = run_status(partial_run, slurm=True)
     finally:
         c.run("scancel", held, check=False)  # type: ignore[attr-defined]
@@ -149,8 +154,7 @@ def test_status_with_sacct(partial_run: Path, slurm_cluster: object) -> None:
     assert "job states: sacct (2 recorded submission(s))" in text, text
 
     # task 1 (trajectory 15) fails: the status names it
-    failing = sbatch("--array=0-1", "--wrap", 'test "$SLURM_ARRAY_TASK_ID" = 0')
-    rd.record_job("finetune-3", failing, trajectories=[14, 15])
+    failing = sbatch("finetune-3", "--array=0-1", "--wrap", 'test "$SLURM_ARRAY_TASK_ID" = 0')
     c.wait_states([f"{failing}_0", f"{failing}_1"])  # type: ignore[attr-defined]
     text = run_status(partial_run)
     assert f"[job {failing}: 1 COMPLETED, 1 FAILED]" in text
@@ -163,8 +167,11 @@ def test_status_with_sacct(partial_run: Path, slurm_cluster: object) -> None:
     assert "FAILED" not in text.replace(f"[job {failing}: 1 COMPLETED, 1 FAILED]", ""), text
     # and nothing of the run is queued any more: the chain is stopped, the status says how to resume
     assert "round 3: stopped: 3/4 results" in text and "ETA: none while stopped" in text, text
-    assert f"stopped: no job of this run is queued or running and the search is not finished: rerun " \
-           f"`python -m hpcaug.submit --stage search --config {rd.config_path}` to resume" in text, text
+    # the command resumes this run from any directory: absolute paths, the run dir fixed
+    hint = shlex.join(["python", "-m", "hpcaug.submit", "--stage", "search", "--config", str(rd.config_path),
+                       "--set", f"run_dir={rd.root}"])
+    assert rd.root.is_absolute() and f"stopped: no job of this run is queued or running and the search is not " \
+           f"finished: rerun `{hint}` to resume" in text, text
 
 
 def test_sacct_unreachable_is_reported(partial_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:

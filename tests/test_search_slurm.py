@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -197,9 +198,9 @@ def test_cli_no_wait_submits_and_exits(slurm_cluster: Any, data: Path, tmp_path:
     assert status.returncode == 0 and "rounds: 1 of 1 updated" in status.stdout, status.stdout + status.stderr
 
 
-def _cli(args: list[str], sets: list[str], config: str = CONFIG) -> subprocess.CompletedProcess[str]:
+def _cli(args: list[str], sets: list[str], config: str = CONFIG, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hpcaug.submit", *args, "--config", config, "--executor", "slurm",
-                           *(["--set", *sets] if sets else [])], cwd=REPO, capture_output=True, text=True, timeout=180)
+                           *(["--set", *sets] if sets else [])], cwd=cwd, capture_output=True, text=True, timeout=180)
 
 
 def _cancel_all(cluster: Any, run: Path) -> None:
@@ -298,29 +299,40 @@ def test_finetune_not_submitted_while_its_update_runs(slurm_cluster: Any, data: 
 
 def test_status_says_a_cancelled_chain_is_stopped(slurm_cluster: Any, data: Path, tmp_path: Path) -> None:
     """Every job of the chain cancelled: status says the run is stopped and how to resume, with no
-    ETA; the command it prints resumes the run (issue 19.3)."""
+    ETA; the command it prints resumes the run, also from another directory than the one a run
+    with the default run_dir (runs/<name>) was started from (issue 19.3)."""
     from hpcaug.search.queue import account
     from hpcaug.search.rundir import RunDir
     from hpcaug.status import run_status
 
-    run = tmp_path / "run"
-    sets = tiny_sets(data, run, rounds=2, trajectories=2)
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    start.mkdir(), elsewhere.mkdir()
+    run = start / "runs" / "demo"  # run_dir "" (the default): runs/<name> under the directory it started from
+    sets = [s for s in tiny_sets(data, run, rounds=2, trajectories=2) if not s.startswith("run_dir=")]
     rd = RunDir(run)
     try:
-        sub = _cli(["--stage", "search", "--no-wait"], sets)
+        sub = _cli(["--stage", "search", "--no-wait"], sets, cwd=start)
         assert sub.returncode == 0, sub.stdout + sub.stderr
         ids = [r["job_id"] for recs in rd.all_job_records().values() for r in recs]
         slurm_cluster.run("scancel", *ids)
         wait_for(lambda: not queued(slurm_cluster, ids), 120, "the chain to leave the queue")
         recs = rd.all_job_records()  # account(): only rows under the recorded names (see above)
-        wait_for(lambda: all(s.state == "CANCELLED" for s in account(recs).states.values()), 60, "sacct")
+
+        def all_cancelled() -> bool:  # every recorded id known to sacct (it may have no row yet), all cancelled
+            acct = account(recs)
+            return all(acct.knows(j) for j in ids) and all(s.state == "CANCELLED" for s in acct.states.values())
+
+        wait_for(all_cancelled, 60, "sacct")
         text = run_status(run, slurm=True)
         assert "round 0: stopped: 0/2 results" in text and "ETA: none while stopped (2 rounds left)" in text, text
-        hint = f"python -m hpcaug.submit --stage search --config {rd.config_path}"
+        hint = shlex.join(["python", "-m", "hpcaug.submit", "--stage", "search", "--config", str(rd.config_path),
+                           "--set", f"run_dir={run}"])
         assert f"stopped: no job of this run is queued or running and the search is not finished: rerun `{hint}`" \
                f" to resume" in text, text
-        again = _cli(["--stage", "search", "--no-wait"], [], config=str(rd.config_path))
+        again = subprocess.run([sys.executable, *shlex.split(hint)[1:], "--no-wait"], cwd=elsewhere,
+                               capture_output=True, text=True, timeout=180)
         assert again.returncode == 0 and "submitted 6 job(s)" in again.stdout, again.stdout + again.stderr
+        assert not (elsewhere / "runs").exists() and all(len(v) == 2 for v in rd.all_job_records().values())
         assert "stopped" not in run_status(run, slurm=True)
     finally:
         _cancel_all(slurm_cluster, run)
@@ -332,12 +344,14 @@ def test_requeued_shared_stage_counts_every_run(slurm_cluster: Any, data: Path, 
     its done.json's wall_s covers the last run only; the report's wall time and GPU-hours and the
     status count both runs, from sacct (issue 19.4)."""
     from hpcaug.report import aws_stage_times, write_report
-    from hpcaug.search.queue import account, accounting_runs
+    from hpcaug.search.queue import account
+    from hpcaug.search.rundir import RunDir
     from hpcaug.search.runview import read_run
     from hpcaug.status import run_status
 
     run = tmp_path / "run"
     sets = tiny_sets(data, run, rounds=1, trajectories=2)
+    held = "(SLURM holds a requeued job about 2 min before it may start again)"
     try:
         sub = _cli(["--stage", "shared", "--no-wait"], sets)
         assert sub.returncode == 0, sub.stdout + sub.stderr
@@ -345,11 +359,17 @@ def test_requeued_shared_stage_counts_every_run(slurm_cluster: Any, data: Path, 
         slurm_cluster.wait_states([jid], done={"RUNNING"}, timeout=120)
         time.sleep(5)  # a first run of a few seconds
         slurm_cluster.run("scontrol", "requeue", jid)
+        # while SLURM holds it (PENDING, reason BeginTime; sacct: an earlier run REQUEUED) status says why
+        note = wait_for(lambda: next((ln for ln in run_status(run, slurm=True).splitlines()
+                                      if ln.startswith("shared:") and "PENDING; requeued" in ln), None), 60,
+                        "sacct to show the held job")
+        assert f"[job {jid}: PENDING; requeued 1x] {held}" in note, note
         states = slurm_cluster.wait_states([jid], timeout=500)
     finally:
         _cancel_all(slurm_cluster, run)
     assert states[jid] == "COMPLETED"
-    runs = accounting_runs([jid])
+    # account(): only rows under the recorded name (sacct may know an older job with the same id)
+    runs = account({"shared": RunDir(run).job_records("shared")}).runs_of(jid)
     assert [s.state for s in runs] == ["REQUEUED", "COMPLETED"] and runs[0].elapsed_s > 0, runs
     done = json.loads((run / "shared/done.json").read_text())
     aws_run = read_run(run)
@@ -358,7 +378,8 @@ def test_requeued_shared_stage_counts_every_run(slurm_cluster: Any, data: Path, 
     assert "1 requeued" in shared.source
     md = write_report(run).read_text()
     assert any(ln.startswith("| shared | 2 |") and "sacct, every run, 1 requeued" in ln for ln in md.splitlines()), md
-    assert f"[job {jid}: COMPLETED; requeued 1x]" in run_status(run, slurm=True)
+    text = run_status(run, slurm=True)
+    assert f"[job {jid}: COMPLETED; requeued 1x]" in text and held not in text, text
 
 
 # ---------------------------------------------------------------- the submitter's own checks
