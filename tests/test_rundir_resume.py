@@ -46,6 +46,11 @@ def test_resume_rewrites_the_keys_it_may_change(demo_data: Path, tmp_path: Path,
     assert cfg["aws"]["rounds"] == 3 and cfg["aws"]["quorum"] == 0.5 and cfg["data"]["workers"] == 2, cfg
     text = run_status(run, slurm=False)
     assert "rounds: 0 of 3 updated" in text and "round 0: started: 0/2 results (the update needs 1)" in text, text
+    # a job submitted before the resume (it carries the old config) does not put the old keys back
+    from hpcaug.search import aws
+
+    aws.run_shared(_cfg(sets))
+    assert read_json(RunDir(run).config_path) == cfg
     # a refused resume changes nothing
     with pytest.raises(ValueError, match="aws.finetune_lr"):
         RunDir(run).init(_cfg(sets + ["aws.rounds=5", "aws.finetune_lr=0.5"]), 1)

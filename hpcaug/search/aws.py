@@ -46,12 +46,15 @@ def quorum_size(cfg: Config) -> int:
     return rundir.quorum_size(cfg.aws.quorum, cfg.aws.trajectories_per_round)
 
 
-def open_run(cfg: Config, run_dir: str | os.PathLike[str] | None = None) -> RunDir:
+def open_run(cfg: Config, run_dir: str | os.PathLike[str] | None = None, *,
+             record_config: bool = True) -> RunDir:
     """The run dir of cfg (created, or checked against the config it was started with); refuses a
-    config an AWS search cannot run (config.check_aws_search) before anything is written."""
+    config an AWS search cannot run (config.check_aws_search) before anything is written.
+    record_config: a resume rewrites config.json with cfg (the submitter); a job passes False,
+    since it may start after a later resume and carries the config of its own submission."""
     check_aws_search(cfg)
     rd = RunDir(run_dir or cfg.run_path)
-    rd.init(cfg, ppo.num_params(cfg.aws.parametrisation))
+    rd.init(cfg, ppo.num_params(cfg.aws.parametrisation), record_config=record_config)
     return rd
 
 
@@ -71,7 +74,7 @@ def run_shared(cfg: Config, run_dir: str | os.PathLike[str] | None = None) -> di
     """Train the shared weights with the uniform policy; resumes from its own checkpoint."""
     from hpcaug.train.loop import train
 
-    rd = open_run(cfg, run_dir)
+    rd = open_run(cfg, run_dir, record_config=False)
     if rd.shared_done.exists():
         log.info("shared: already done (%s)", rd.shared_done)
         return read_json(rd.shared_done)
