@@ -136,14 +136,6 @@ def queue_states(job_ids: Sequence[str], retry_s: float = 120.0) -> dict[str, Jo
         time.sleep(5)
 
 
-def alive(job_ids: Sequence[str], names: dict[str, str | None] | None = None) -> set[str]:
-    """The job ids (or array job ids) with a task still pending or running; with `names`
-    ({id: expected job name}) an id now used by another job (a reset cluster) does not count."""
-    states = queue_states(job_ids)
-    return {j for j in job_ids if j in states and states[j].alive
-            and (names is None or names.get(j) in (None, states[j].name))}
-
-
 # ---------------------------------------------------------------- sacct: the accounting database
 _SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,JobName"
 
