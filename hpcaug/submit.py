@@ -246,7 +246,8 @@ def _main(args: argparse.Namespace) -> int:
     for s in steps:
         print(f"  - {s.describe()}")
     rc = _execute(cfg, rd, steps, args, throttle)
-    if args.stage == "search" and rc == 0:
+    waited = not (args.no_wait and cfg.cluster.executor == "slurm")  # else the jobs have only been queued
+    if args.stage == "search" and rc == 0 and waited:
         print_summary(rd)
         from hpcaug.report import write_report  # matplotlib: only once a search has finished
 

@@ -224,6 +224,8 @@ def test_resubmitted_trajectory_is_counted_by_the_queued_update(slurm_cluster: A
     try:
         first = _cli(["--stage", "search", "--no-wait"], sets)
         assert first.returncode == 0, first.stdout + first.stderr
+        # only queued: no summary of a search that has not run, no report yet
+        assert "searched policy" not in first.stdout and not (run / "report").exists(), first.stdout
         upd, arr = recorded(run, "update-0"), recorded(run, "finetune-0")
         slurm_cluster.run("scontrol", "hold", upd)
         slurm_cluster.run("scancel", f"{arr}_1")  # still pending behind shared: trajectory 1 never runs
