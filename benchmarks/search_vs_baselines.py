@@ -10,7 +10,9 @@ augmentation: the policy decides the accuracy). Steps:
    joint training, M = --advaa-policies copies per image), over --seeds; top-1 on the
    10,000-image test set, mean +- std;
 3. the issue-17 goals: (a) the searched policy holds at most half the uniform share of the
-   operations that contain an element benchmarks/element_ground_truth.py found harmful;
+   operations that contain an element benchmarks/element_ground_truth.py found harmful (with
+   each verdict's mean marginal and the rank correlation of the element marginals with each
+   element's top-1 alone);
    (b) searched beats uniform and RandAugment by more than one std, and is within one std of
    the best baseline.
 
@@ -27,15 +29,18 @@ import argparse
 import hashlib
 import json
 import logging
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from _quality import REPO, mean_std, regime, settings_key, test_top1, train_and_test, training_dir
 
 from hpcaug.config import Config
 from hpcaug.ops.policy import AWSPolicy, load_policy
-from hpcaug.search import power
+from hpcaug.ops.spaces import AWS_SPACE
+from hpcaug.search import power, ppo
 from hpcaug.search.aws import open_run
 from hpcaug.search.evidence import movers_lines
 from hpcaug.search.jobs import plan_search, run_inline
@@ -63,6 +68,38 @@ def harmful_mass(policy_path: Path, ground_truth: Path | None) -> tuple[list[str
     assert isinstance(pol, AWSPolicy), "goal (a) needs an AWS policy.json"
     mask = power.containing(harmful)
     return harmful, float(pol.probs()[mask].sum()), float(AWSPolicy.uniform().probs()[mask].sum())
+
+
+def agreement_lines(policy_path: Path, ground_truth: Path) -> list[str]:
+    """How the searched policy's element marginals agree with the ground truth: each verdict's
+    share of the policy against uniform, and the rank correlation of the marginals with each
+    element's top-1 alone (over the elements the ground truth trained)."""
+    gt = json.loads(ground_truth.read_text())
+    pol = load_policy(str(policy_path))
+    assert isinstance(pol, AWSPolicy), "needs an AWS policy.json"
+    marg = ppo.element_marginals(pol.theta, pol.parametrisation) * AWS_SPACE.num_elements
+    names = [e.name for e in AWS_SPACE.elements]
+    trained = [i for i, n in enumerate(names) if n in gt["top1"]]
+    lines = []
+    for verdict in ("harmful", "neutral", "helpful"):
+        idx = [i for i in trained if gt["verdict"][names[i]] == verdict]
+        if idx:
+            lines.append(f"  {verdict:8s} {len(idx):2d} elements: {float(marg[idx].mean()):.2f} x uniform on average "
+                         f"(min {float(marg[idx].min()):.2f}, max {float(marg[idx].max()):.2f})")
+    top1 = torch.tensor([statistics.fmean(gt["top1"][names[i]]) for i in trained])
+    rho = _spearman(top1, marg[trained].float())
+    lines.append(f"  rank correlation (Spearman) of the element marginals with their top-1 alone: {rho:+.2f} "
+                 f"over {len(trained)} elements")
+    return lines
+
+
+def _spearman(x: torch.Tensor, y: torch.Tensor) -> float:
+    def ranks(v: torch.Tensor) -> torch.Tensor:  # average ranks of ties
+        return torch.tensor([float((v < a).sum()) + (float((v == a).sum()) - 1) / 2 for a in v])
+
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float((rx * ry).sum() / (rx.norm() * ry.norm()))
 
 
 def default_ground_truth(cfg: Config) -> Path:
@@ -146,6 +183,7 @@ def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], p
         print(f"goal (a): harmful elements ({gt}): {', '.join(harmful) or 'none'}; their operations hold "
               f"{mass:.4f} of the searched policy vs {uni:.4f} under uniform ({mass / uni if uni else 0:.2f} x); "
               f"at most half: {mass <= uni / 2}")
+        print("\n".join(agreement_lines(policy_path, gt)))
     ours, ours_sd = stats["aws_searched"]
     base = {k: v for k, v in stats.items() if k != "aws_searched"}
     best = max(base, key=lambda k: base[k][0])
