@@ -57,26 +57,22 @@ def aws_search(cfg: Config, out: Path) -> Path:
     return run
 
 
-def harmful_mass(policy_path: Path, ground_truth: Path | None) -> tuple[list[str], float, float] | None:
+def harmful_mass(pol: AWSPolicy, ground_truth: Path | None) -> tuple[list[str], float, float] | None:
     """(harmful elements, their operations' mass under the searched policy, under uniform)."""
     if ground_truth is None or not ground_truth.is_file():
         return None
     harmful = json.loads(ground_truth.read_text())["harmful"]
     if not harmful:
         return harmful, 0.0, 0.0
-    pol = load_policy(str(policy_path))
-    assert isinstance(pol, AWSPolicy), "goal (a) needs an AWS policy.json"
     mask = power.containing(harmful)
     return harmful, float(pol.probs()[mask].sum()), float(AWSPolicy.uniform().probs()[mask].sum())
 
 
-def agreement_lines(policy_path: Path, ground_truth: Path) -> list[str]:
+def agreement_lines(pol: AWSPolicy, ground_truth: Path) -> list[str]:
     """How the searched policy's element marginals agree with the ground truth: each verdict's
     share of the policy against uniform, and the rank correlation of the marginals with each
     element's top-1 alone (over the elements the ground truth trained)."""
     gt = json.loads(ground_truth.read_text())
-    pol = load_policy(str(policy_path))
-    assert isinstance(pol, AWSPolicy), "needs an AWS policy.json"
     marg = ppo.element_marginals(pol.theta, pol.parametrisation) * AWS_SPACE.num_elements
     names = [e.name for e in AWS_SPACE.elements]
     trained = [i for i, n in enumerate(names) if n in gt["top1"]]
@@ -174,7 +170,9 @@ def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], p
     for name, xs in acc.items():
         print(f"| {name} | {stats[name][0]:.4f} +- {stats[name][1]:.4f} | {', '.join(f'{x:.4f}' for x in xs)} |")
     gt = Path(args.ground_truth) if args.ground_truth else default_ground_truth(cfg)
-    hm = harmful_mass(policy_path, gt)
+    searched = load_policy(str(policy_path))
+    assert isinstance(searched, AWSPolicy), "goal (a) needs an AWS policy.json"
+    hm = harmful_mass(searched, gt)
     print()
     if hm is None:
         print(f"goal (a): no ground truth at {gt}: run benchmarks/element_ground_truth.py first")
@@ -183,7 +181,7 @@ def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], p
         print(f"goal (a): harmful elements ({gt}): {', '.join(harmful) or 'none'}; their operations hold "
               f"{mass:.4f} of the searched policy vs {uni:.4f} under uniform ({mass / uni if uni else 0:.2f} x); "
               f"at most half: {mass <= uni / 2}")
-        print("\n".join(agreement_lines(policy_path, gt)))
+        print("\n".join(agreement_lines(searched, gt)))
     ours, ours_sd = stats["aws_searched"]
     base = {k: v for k, v in stats.items() if k != "aws_searched"}
     best = max(base, key=lambda k: base[k][0])

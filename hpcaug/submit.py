@@ -160,8 +160,7 @@ def _progress_printer(rd: RunDir) -> Callable[..., None]:
 def print_summary(rd: RunDir, k: int = 10) -> None:
     """The searched policy (policy.json: its top-k operations and why it is that theta), what moved
     it (elements that gained / lost mass and the rewards behind them), the final accuracy."""
-    from hpcaug.ops.policy import AWSPolicy, load_policy  # torch: see the module docstring
-    from hpcaug.search.evidence import movers_lines
+    from hpcaug.search.evidence import movers_lines, searched_policy  # torch: see the module docstring
     from hpcaug.search.operations import top_operations
     from hpcaug.search.runview import AWSRun, read_run
 
@@ -170,12 +169,11 @@ def print_summary(rd: RunDir, k: int = 10) -> None:
     if not isinstance(run, AWSRun) or not n or not rd.policy_path.exists():
         print("no update has run yet: no searched policy")
         return
-    policy = load_policy(str(rd.policy_path))
-    assert isinstance(policy, AWSPolicy)
-    source = (run.round(n - 1).update or {}).get("policy_json") or {"rule": "last", "why": f"after {n} round(s)"}
-    print(f"\nSearched policy after {n} round(s) (policy.json: {source['rule']}, {source['why']}), top {k} "
-          f"operations of 1296 (uniform = {1 / 1296:.5f}):")
-    for op in top_operations(policy.theta, policy.parametrisation, k):
+    searched = searched_policy(run)  # policy.json's theta and the rule that chose it
+    assert searched is not None
+    print(f"\nSearched policy after {n} round(s) (policy.json: {searched.rule}, {searched.why or f'after {n} round(s)'}"
+          f"), top {k} operations of 1296 (uniform = {1 / 1296:.5f}):")
+    for op in top_operations(searched.theta, run.parametrisation, k):
         print(f"  {op.probability:.5f}  {op.label}")
     for line in movers_lines(run):
         print(line)
