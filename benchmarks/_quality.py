@@ -1,7 +1,7 @@
 """What the Fashion-MNIST quality benchmarks share: the regime (configs/fmnist_quality.yaml), its
 data, training a policy from scratch and scoring it on the 10,000-image test list.
 
-Used by benchmarks/search_vs_baselines.py and benchmarks/element_ground_truth.py. Both train into
+Used by benchmarks/search_vs_baselines.py, element_ground_truth.py and reward_direction.py. They train into
 one tree, runs/quality_trainings/<settings key>/<policy>/s<seed>: a finished training dir is
 reused (train() resumes from its checkpoint and returns at once), so an interrupted benchmark
 picks up where it stopped, and the no-augmentation and uniform trainings of one benchmark serve
@@ -17,13 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from hpcaug.config import Config, load_config  # noqa: E402
 from hpcaug.data import build_val_loader  # noqa: E402
-from hpcaug.ops.policy import Policy  # noqa: E402
+from hpcaug.ops.policy import AWSPolicy, Policy  # noqa: E402
+from hpcaug.search import power, ppo  # noqa: E402
 from hpcaug.train import build_model, evaluate, load_checkpoint, train  # noqa: E402
 
 REGIME = REPO / "configs" / "fmnist_quality.yaml"
@@ -56,14 +59,26 @@ def settings_key(cfg: Config, *sections: str) -> str:
 
 
 def test_top1(cfg: Config, checkpoint: Path, dist: Any, split: str = TEST_SPLIT) -> float:
-    """Top-1 of a trained checkpoint on a whole split (default: the test set)."""
+    """Top-1 of a trained checkpoint on a whole split (default: the test set). Kept beside the
+    checkpoint (top1_<split>.json, with the checkpoint's mtime and size), so a rerun of a benchmark
+    does not evaluate its finished trainings again."""
+    cache = checkpoint.parent / f"top1_{split}.json"
+    st = checkpoint.stat()
+    stamp = {"checkpoint_mtime_ns": st.st_mtime_ns, "checkpoint_size": st.st_size}
+    if cache.is_file():
+        held = json.loads(cache.read_text())
+        if {k: held.get(k) for k in stamp} == stamp:
+            return float(held["top1"])
     loader = build_val_loader(cfg, dist.rank, dist.size, dist.device, split=split)
     try:
         model = build_model(cfg.train.model, loader.num_classes)
         model.load_state_dict(load_checkpoint(checkpoint)["model"])
-        return float(evaluate(model, loader, dist)["val_top1"])
+        top1 = float(evaluate(model, loader, dist)["val_top1"])
     finally:
         loader.close()
+    if dist.rank == 0:
+        cache.write_text(json.dumps({**stamp, "top1": top1}))
+    return top1
 
 
 def training_dir(cfg: Config, name: str, seed: int) -> Path:
@@ -83,3 +98,29 @@ def train_and_test(cfg: Config, policy: Policy, name: str, seed: int, dist: Any)
 
 def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def default_ground_truth(cfg: Config) -> Path:
+    return REPO / "runs" / "element_ground_truth" / settings_key(cfg, "data", "train") / "result.json"
+
+
+def without_harmful(ground_truth: Path | None) -> AWSPolicy | None:
+    """Uniform over the operations with no element the ground truth found harmful: goal (a) taken
+    to its limit (0 x uniform), as a reference row beside the searched policy."""
+    if ground_truth is None or not ground_truth.is_file():
+        return None
+    harmful = json.loads(ground_truth.read_text())["harmful"]
+    theta = torch.zeros(ppo.NUM_OPERATIONS)
+    theta[power.containing(harmful)] = -30.0  # exp(-30): never drawn, theta stays finite
+    return AWSPolicy(theta, "joint")
+
+
+def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Spearman rank correlation of two 1-D tensors."""
+
+    def ranks(v: torch.Tensor) -> torch.Tensor:  # average ranks of ties
+        return torch.tensor([float((v < a).sum()) + (float((v == a).sum()) - 1) / 2 for a in v])
+
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float((rx * ry).sum() / (rx.norm() * ry.norm()))

@@ -43,7 +43,7 @@ from hpcaug.config import Config, load_config  # noqa: E402
 from hpcaug.data import build_train_loader, build_val_loader  # noqa: E402
 from hpcaug.ops.policy import AWSPolicy, NoPolicy, aws_theta_size  # noqa: E402
 from hpcaug.ops.spaces import AWS_SPACE  # noqa: E402
-from hpcaug.search.aws import reward_of  # noqa: E402
+from hpcaug.search.aws import finetune  # noqa: E402
 from hpcaug.train import train  # noqa: E402
 from hpcaug.train.checkpoint import load_checkpoint  # noqa: E402
 from hpcaug.train.dist import init_dist  # noqa: E402
@@ -184,17 +184,14 @@ def main() -> None:
     shared_model = load_model(cfg, shared_u, ncls)
 
     # ---- proxies
-    ft_cfg = cfg.replace(**{"train.seed": cfg.train.seed + 1, "data.seed": cfg.data.seed + 1})
-    rand_cfg = ft_cfg.replace(**{"train.warmup_epochs": 0.0})  # same constant lr as the fine-tunes
+    rand_cfg = cfg.replace(**{"train.warmup_epochs": 0.0})  # same constant lr as the fine-tunes
     ft = f"ft_e{args.finetune_epochs}_lr{cfg.aws.finetune_lr:g}"
     scores: dict[str, dict[str, float]] = {p: {} for p in PROXIES}
     for name, pol in pols:
-        for proxy, init, c in (("shared_uniform+ft", shared_u, ft_cfg), ("shared_noaug+ft", shared_n, ft_cfg),
+        for proxy, init, c in (("shared_uniform+ft", shared_u, cfg), ("shared_noaug+ft", shared_n, cfg),
                                ("random_init+ft", None, rand_cfg)):
-            res = train(c, out / proxy / f"e1_{args.shared_epochs}_{ft}" / name, [pol],
-                        epochs=cfg.aws.finetune_epochs, lr=cfg.aws.finetune_lr, schedule="constant",
-                        init_from=init, dist=dist)
-            scores[proxy][name] = reward_of(res.history, cfg.aws.reward_top_k)
+            _, scores[proxy][name] = finetune(c, out / proxy / f"e1_{args.shared_epochs}_{ft}" / name, pol, init,
+                                              seed_offset=1, dist=dist)
         scores["shared_uniform+aug_val"][name] = eval_augmented(cfg, shared_model, dist, pol)
         log(f"proxies {name:28s} " + "  ".join(f"{p} {scores[p][name]:.4f}" for p in PROXIES))
 

@@ -35,7 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _quality import REPO, mean_std, regime, settings_key, test_top1, train_and_test, training_dir
+from _quality import (
+    REPO,
+    default_ground_truth,
+    mean_std,
+    regime,
+    settings_key,
+    spearman,
+    test_top1,
+    train_and_test,
+    training_dir,
+    without_harmful,
+)
 
 from hpcaug.config import Config
 from hpcaug.ops.policy import AWSPolicy, load_policy
@@ -83,23 +94,10 @@ def agreement_lines(pol: AWSPolicy, ground_truth: Path) -> list[str]:
             lines.append(f"  {verdict:8s} {len(idx):2d} elements: {float(marg[idx].mean()):.2f} x uniform on average "
                          f"(min {float(marg[idx].min()):.2f}, max {float(marg[idx].max()):.2f})")
     top1 = torch.tensor([statistics.fmean(gt["top1"][names[i]]) for i in trained])
-    rho = _spearman(top1, marg[trained].float())
+    rho = spearman(top1, marg[trained].float())
     lines.append(f"  rank correlation (Spearman) of the element marginals with their top-1 alone: {rho:+.2f} "
                  f"over {len(trained)} elements")
     return lines
-
-
-def _spearman(x: torch.Tensor, y: torch.Tensor) -> float:
-    def ranks(v: torch.Tensor) -> torch.Tensor:  # average ranks of ties
-        return torch.tensor([float((v < a).sum()) + (float((v == a).sum()) - 1) / 2 for a in v])
-
-    rx, ry = ranks(x), ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    return float((rx * ry).sum() / (rx.norm() * ry.norm()))
-
-
-def default_ground_truth(cfg: Config) -> Path:
-    return REPO / "runs" / "element_ground_truth" / settings_key(cfg, "data", "train") / "result.json"
 
 
 def main() -> None:
@@ -124,8 +122,12 @@ def main() -> None:
     run = None if args.policy else aws_search(cfg, out)
     policy_path = Path(args.policy) if run is None else run / "policy.json"
     log(f"searched policy: {policy_path}")
+    gt = Path(args.ground_truth) if args.ground_truth else default_ground_truth(cfg)
     policies = {"none": load_policy("none"), "uniform": load_policy("uniform"),
                 "randaugment": load_policy("randaugment-n2-m9"), "aws_searched": load_policy(str(policy_path))}
+    reference = without_harmful(gt)
+    if reference is not None:
+        policies["gt_not_harmful"] = reference
     acc: dict[str, list[float]] = {}
     for name, pol in policies.items():
         # the searched policy's dir is keyed by the policy itself: another search never reuses it
@@ -136,7 +138,7 @@ def main() -> None:
     if args.advaa_policies > 0:
         acc["advaa"] = advaa_runs(cfg, args.advaa_policies, args.seeds, dist)
         log(f"{'advaa':14s} {' '.join(f'{a:.4f}' for a in acc['advaa'])}")
-    report(cfg, args, acc, policy_path, run, time.time() - t0)
+    report(cfg, args, acc, policy_path, gt, run, time.time() - t0)
 
 
 def advaa_runs(cfg: Config, m: int, seeds: list[int], dist: Any) -> list[float]:
@@ -152,7 +154,7 @@ def advaa_runs(cfg: Config, m: int, seeds: list[int], dist: Any) -> list[float]:
     return out
 
 
-def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], policy_path: Path,
+def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], policy_path: Path, gt: Path,
            run: Path | None, seconds: float) -> None:
     a = cfg.aws
     print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}, "
@@ -169,7 +171,6 @@ def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], p
     stats = {k: mean_std(v) for k, v in acc.items()}
     for name, xs in acc.items():
         print(f"| {name} | {stats[name][0]:.4f} +- {stats[name][1]:.4f} | {', '.join(f'{x:.4f}' for x in xs)} |")
-    gt = Path(args.ground_truth) if args.ground_truth else default_ground_truth(cfg)
     searched = load_policy(str(policy_path))
     assert isinstance(searched, AWSPolicy), "goal (a) needs an AWS policy.json"
     hm = harmful_mass(searched, gt)
@@ -183,7 +184,10 @@ def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], p
               f"at most half: {mass <= uni / 2}")
         print("\n".join(agreement_lines(searched, gt)))
     ours, ours_sd = stats["aws_searched"]
-    base = {k: v for k, v in stats.items() if k != "aws_searched"}
+    if "gt_not_harmful" in stats:  # a reference, not a baseline: it is made from the ground truth
+        print(f"reference: gt_not_harmful (goal (a) at 0 x uniform) {stats['gt_not_harmful'][0]:.4f}; "
+              f"uniform {stats['uniform'][0]:.4f}")
+    base = {k: v for k, v in stats.items() if k not in ("aws_searched", "gt_not_harmful")}
     best = max(base, key=lambda k: base[k][0])
     for name in ("uniform", "randaugment"):
         margin = ours - base[name][0]

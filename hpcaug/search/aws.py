@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +28,9 @@ from hpcaug.config import Config, check_aws_search
 from hpcaug.ops.policy import AWSOperationSet, AWSPolicy
 from hpcaug.search import ppo, rundir
 from hpcaug.search.rundir import RunDir, format_ranges, read_json, read_pt, write_json, write_pt
+
+if TYPE_CHECKING:
+    from hpcaug.train.loop import TrainResult
 
 log = logging.getLogger("hpcaug.search")
 
@@ -120,6 +123,19 @@ def reward_of(history: list[dict[str, Any]], top_k: int) -> float:
     return sum(best) / len(best)
 
 
+def finetune(cfg: Config, out_dir: Path, policy: Any, init_from: str | Path | None, *,
+             seed_offset: int, dist: Any = None) -> tuple[TrainResult, float]:
+    """The AWS proxy (one fine-tune): `init_from` trained aws.finetune_epochs more epochs at the
+    constant aws.finetune_lr with `policy`, seeds train.seed / data.seed + seed_offset.
+    Returns (the TrainResult, its reward: reward_of over aws.reward_top_k)."""
+    from hpcaug.train.loop import train
+
+    tcfg = cfg.replace(**{"train.seed": cfg.train.seed + seed_offset, "data.seed": cfg.data.seed + seed_offset})
+    res = train(tcfg, out_dir, [policy] * cfg.augment.copies, epochs=cfg.aws.finetune_epochs,
+                lr=cfg.aws.finetune_lr, schedule="constant", init_from=init_from, dist=dist)
+    return res, reward_of(res.history, cfg.aws.reward_top_k)
+
+
 def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int) -> dict[str, Any]:
     """One trajectory of the search: fine-tune the shared weights with what its round's p_theta
     gives it (aws.trajectory: op_set = K operations drawn once; per_image = p_theta itself).
@@ -129,8 +145,6 @@ def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int)
     training dir's checkpoint is deleted afterwards (hundreds of trajectories x a ResNet-50
     checkpoint would fill the disk).
     """
-    from hpcaug.train.loop import train
-
     rd = RunDir(run_dir or cfg.run_path)
     rd.check_exists()
     r = round_of(cfg, traj)
@@ -148,15 +162,13 @@ def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int)
     dist = _dist(cfg)
     operations = trajectory_operations(cfg, theta, traj)
     policy = aws_policy(theta, cfg) if operations is None else AWSOperationSet(operations)
-    tcfg = cfg.replace(**{"train.seed": cfg.train.seed + 1 + traj, "data.seed": cfg.data.seed + 1 + traj})
     t0 = time.time()
-    res = train(tcfg, rd.finetune_dir(r, traj), [policy] * cfg.augment.copies, epochs=cfg.aws.finetune_epochs,
-                lr=cfg.aws.finetune_lr, schedule="constant", init_from=ck, dist=dist)
+    res, reward = finetune(cfg, rd.finetune_dir(r, traj), policy, ck, seed_offset=1 + traj, dist=dist)
     counts = torch.as_tensor(res.choice_counts).to(torch.int64).flatten()
     if counts.numel() != ppo.NUM_OPERATIONS:
         raise RuntimeError(f"train() returned {counts.numel()} choice counts, expected {ppo.NUM_OPERATIONS}")
     result = {
-        "trajectory": traj, "round": r, "reward": reward_of(res.history, cfg.aws.reward_top_k),
+        "trajectory": traj, "round": r, "reward": reward,
         "val_top1": [float(h["val_top1"]) for h in res.history if "val_top1" in h], "history": res.history,
         "trajectory_design": cfg.aws.trajectory, "operations": operations,
         "choice_counts": counts.tolist(), "num_samples": int(counts.sum()),

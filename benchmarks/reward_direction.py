@@ -1,0 +1,105 @@
+"""Does the AWS reward point where final accuracy does? The fine-tune proxy vs training from scratch.
+
+A search can only find what its reward prefers. In the quality regime (configs/fmnist_quality.yaml)
+each policy below is scored twice:
+- **reward**: the AWS proxy exactly as a search trajectory computes it (hpcaug.search.aws.finetune:
+  the shared weights fine-tuned aws.finetune_epochs at the constant aws.finetune_lr with the
+  policy; reward = mean of the best aws.reward_top_k validation top-1 on search_val), one
+  fine-tune per seed. Shared weights: the uniform policy for aws.shared_epochs (run_shared's
+  recipe), or none with --shared noaug (the paper's "train without augmentation" proxy, table 5);
+- **from scratch**: test top-1 after train.epochs from scratch, in the training tree that
+  search_vs_baselines.py and element_ground_truth.py share (finished trainings are reused).
+
+Policies: none, uniform, RandAugment n2 m9, gt_not_harmful (uniform over the operations without
+an element element_ground_truth.py found harmful, when its result exists) and --policy (a searched
+policy.json, e.g. runs/search_vs_baselines/search_<key>/policy.json).
+
+    .venv/bin/python benchmarks/reward_direction.py                  # ~10 min on 2 cores (reuses trainings)
+    .venv/bin/python benchmarks/reward_direction.py --set aws.finetune_epochs=10 aws.finetune_lr=0.4
+    .venv/bin/python benchmarks/reward_direction.py --shared noaug --policy runs/demo/policy.json
+
+Last line: RESULT reward_direction <reward(uniform) - reward(none)> reward vs from_scratch
+<top1(uniform) - top1(none)> top1 ratio=<reward gap / top-1 gap> (a negative ratio: the reward
+prefers the other end of the augmentation strength than training from scratch does).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import torch
+from _quality import default_ground_truth, mean_std, regime, spearman, train_and_test, training_dir, without_harmful
+
+from hpcaug.ops.policy import AWSPolicy, NoPolicy, Policy, load_policy
+from hpcaug.search.aws import finetune
+from hpcaug.train import train
+from hpcaug.train.dist import init_dist
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", default="", help="a searched policy.json to score as well")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--shared", choices=["uniform", "noaug"], default="uniform",
+                    help="the shared weights' policy (uniform: the AWS design)")
+    ap.add_argument("--ground-truth", default="", help="element_ground_truth.py's result.json (default: the "
+                                                       "one of this regime under runs/element_ground_truth/)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="section.key=value", help="overrides of the regime")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    cfg = regime(args.set)
+    dist = init_dist(cfg.dist)
+    t0 = time.time()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
+
+    policies: dict[str, Policy] = {"none": NoPolicy(), "uniform": load_policy("uniform"),
+                                   "randaugment": load_policy("randaugment-n2-m9")}
+    reference = without_harmful(Path(args.ground_truth) if args.ground_truth else default_ground_truth(cfg))
+    if reference is not None:
+        policies["gt_not_harmful"] = reference
+    names = {k: k for k in policies}
+    if args.policy:
+        digest = hashlib.sha256(Path(args.policy).read_bytes()).hexdigest()[:10]
+        policies["searched"] = load_policy(args.policy)
+        names["searched"] = f"aws_searched_{digest}"  # the dir search_vs_baselines.py trains it in
+
+    a = cfg.aws
+    shared_policy = AWSPolicy.uniform(a.parametrisation) if args.shared == "uniform" else NoPolicy()
+    shared = train(cfg, training_dir(cfg, f"shared_{args.shared}_e{a.shared_epochs}", 0),
+                   [shared_policy] * cfg.augment.copies, epochs=a.shared_epochs, dist=dist).checkpoint
+    log(f"shared weights ({args.shared}, {a.shared_epochs} epochs): {shared}")
+    ft_key = f"ft_{args.shared}_e{a.shared_epochs}_{a.finetune_epochs}ep_lr{a.finetune_lr:g}_top{a.reward_top_k}"
+    reward: dict[str, list[float]] = {}
+    top1: dict[str, list[float]] = {}
+    for name, pol in policies.items():
+        reward[name] = [finetune(cfg, training_dir(cfg, f"{ft_key}/{names[name]}", s), pol, shared,
+                                 seed_offset=1000 + s, dist=dist)[1] for s in args.seeds]
+        top1[name] = [train_and_test(cfg, pol, names[name], s, dist) for s in args.seeds]
+        log(f"{name:14s} reward {' '.join(f'{x:.4f}' for x in reward[name])}   "
+            f"from scratch {' '.join(f'{x:.4f}' for x in top1[name])}")
+
+    print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}; reward: shared "
+          f"{args.shared} {a.shared_epochs} epochs + fine-tune {a.finetune_epochs} epochs at lr {a.finetune_lr:g} "
+          f"(per 256), best {a.reward_top_k} val epochs on {cfg.data.val_list}; from scratch: {cfg.train.epochs} "
+          f"epochs, test top-1; seeds {args.seeds}; {time.time() - t0:.0f} s\n")
+    print("| policy | AWS reward mean +- std | from-scratch top-1 mean +- std |\n|---|---|---|")
+    rm = {k: mean_std(v) for k, v in reward.items()}
+    tm = {k: mean_std(v) for k, v in top1.items()}
+    for name in policies:
+        print(f"| {name} | {rm[name][0]:.4f} +- {rm[name][1]:.4f} | {tm[name][0]:.4f} +- {tm[name][1]:.4f} |")
+    rho = spearman(torch.tensor([rm[k][0] for k in policies]), torch.tensor([tm[k][0] for k in policies]))
+    best_r, best_t = max(rm, key=lambda k: rm[k][0]), max(tm, key=lambda k: tm[k][0])
+    print(f"\nthe reward's best policy: {best_r}; from scratch: {best_t}; rank correlation (Spearman) of the "
+          f"two over {len(policies)} policies: {rho:+.2f}")
+    dr = rm["uniform"][0] - rm["none"][0]
+    dt = tm["uniform"][0] - tm["none"][0]
+    print(f"RESULT reward_direction {dr:+.4f} reward vs from_scratch {dt:+.4f} top1 ratio={dr / dt:.3f}")
+
+
+if __name__ == "__main__":
+    main()
