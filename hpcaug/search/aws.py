@@ -3,6 +3,7 @@
 - run_shared:   train the shared weights with the uniform policy (aws.shared_epochs)
 - run_finetune: one trajectory: shared checkpoint -> aws.finetune_epochs at constant
                 aws.finetune_lr sampling from p_theta of its round -> reward + op counts
+                (the fine-tune itself is `finetune`, which the proxy benchmarks call too)
 - run_update:   gather a round's results, PPO-clip step on theta against the baseline
                 (aws.baseline: ema or round_mean), policy.json (aws.result_policy)
 - run_final:    train from scratch with the searched policy (train.stages.run_final)
