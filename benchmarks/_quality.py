@@ -1,10 +1,10 @@
 """What the Fashion-MNIST quality benchmarks share: the regime (configs/fmnist_quality.yaml), its
 data, training a policy from scratch and scoring it on the 10,000-image test list.
 
-Used by benchmarks/search_vs_baselines.py, element_ground_truth.py and reward_direction.py. They train into
-one tree, runs/quality_trainings/<settings key>/<policy>/s<seed>: a finished training dir is
-reused (train() resumes from its checkpoint and returns at once), so an interrupted benchmark
-picks up where it stopped, and the no-augmentation and uniform trainings of one benchmark serve
+Used by benchmarks/search_vs_baselines.py, element_ground_truth.py, reward_direction.py and
+augmentation_timing.py. They train into one tree, runs/quality_trainings/<settings key>/<policy>/s<seed>:
+a finished training dir is reused (train() resumes from its checkpoint and returns at once), so
+an interrupted benchmark picks up where it stopped, and the no-augmentation and uniform trainings of one benchmark serve
 the other. Dirs are keyed by the settings that matter.
 """
 from __future__ import annotations

@@ -8,7 +8,8 @@ augmentation: the policy decides the accuracy). Steps:
 2. final trainings from scratch (train.epochs) with (a) no augmentation, (b) the uniform AWS
    policy, (c) RandAugment n=2 m=9, (d) the searched policy.json, (e) AdvAA (hpcaug.search.advaa,
    joint training, M = --advaa-policies copies per image), over --seeds; top-1 on the
-   10,000-image test set, mean +- std;
+   10,000-image test set, mean +- std; with a ground truth, also the reference gt_not_harmful
+   (uniform over the operations without a harmful element: goal (a) at its limit);
 3. the issue-17 goals: (a) the searched policy holds at most half the uniform share of the
    operations that contain an element benchmarks/element_ground_truth.py found harmful (with
    each verdict's mean marginal and the rank correlation of the element marginals with each
