@@ -2,10 +2,11 @@
 data, training a policy from scratch and scoring it on the 10,000-image test list.
 
 Used by benchmarks/search_vs_baselines.py, element_ground_truth.py, reward_direction.py and
-augmentation_timing.py. They train into one tree, runs/quality_trainings/<settings key>/<policy>/s<seed>:
-a finished training dir is reused (train() resumes from its checkpoint and returns at once), so
-an interrupted benchmark picks up where it stopped, and the no-augmentation and uniform trainings of one benchmark serve
-the other. Dirs are keyed by the settings that matter.
+augmentation_timing.py. They train into one tree,
+runs/quality_trainings/<settings key>/<policy>/s<seed>: a finished training dir is reused
+(train() resumes from its checkpoint and returns at once), so an interrupted benchmark picks up
+where it stopped, and the no-augmentation and uniform trainings of one benchmark serve the
+others. Dirs are keyed by the settings that matter.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from hpcaug.data import build_val_loader  # noqa: E402
 from hpcaug.ops.policy import AWSPolicy, Policy  # noqa: E402
 from hpcaug.search import power, ppo  # noqa: E402
 from hpcaug.train import build_model, evaluate, load_checkpoint, train  # noqa: E402
+from hpcaug.train.loop import TrainHooks  # noqa: E402
 
 REGIME = REPO / "configs" / "fmnist_quality.yaml"
 TRAIN_PER_CLASS = 100  # the regime's training split: data_prep's search_train, 100 images per class
@@ -86,13 +88,15 @@ def training_dir(cfg: Config, name: str, seed: int) -> Path:
     return TRAININGS / settings_key(cfg, "data", "train") / name.replace(":", "_") / f"s{seed}"
 
 
-def train_and_test(cfg: Config, policy: Policy, name: str, seed: int, dist: Any) -> float:
+def train_and_test(cfg: Config, policy: Policy, name: str, seed: int, dist: Any, hooks: TrainHooks | None = None
+                   ) -> float:
     """Train cfg.train.epochs from scratch with `policy` (train.seed = data.seed = seed) in
-    training_dir(cfg, name, seed); return test top-1. `name` must identify the policy."""
+    training_dir(cfg, name, seed); return test top-1. `name` must identify the policy (and the
+    `hooks`, which may switch it between epochs)."""
     # validated once at the end (train.val_every 0): the per-epoch check would double the cost
     scfg = cfg.replace(**{"train.seed": seed, "data.seed": seed, "train.val_every": 0})
     res = train(scfg, training_dir(cfg, name, seed), [policy] * cfg.augment.copies, epochs=cfg.train.epochs,
-                dist=dist)
+                hooks=hooks, dist=dist)
     return test_top1(scfg, res.checkpoint, dist)
 
 
@@ -104,12 +108,14 @@ def default_ground_truth(cfg: Config) -> Path:
     return REPO / "runs" / "element_ground_truth" / settings_key(cfg, "data", "train") / "result.json"
 
 
-def without_harmful(ground_truth: Path | None) -> AWSPolicy | None:
-    """Uniform over the operations with no element the ground truth found harmful: goal (a) taken
-    to its limit (0 x uniform), as a reference row beside the searched policy."""
-    if ground_truth is None or not ground_truth.is_file():
-        return None
-    harmful = json.loads(ground_truth.read_text())["harmful"]
+def harmful_elements(ground_truth: Path) -> list[str] | None:
+    """The elements element_ground_truth.py's result.json found harmful; None without the file."""
+    return json.loads(ground_truth.read_text())["harmful"] if ground_truth.is_file() else None
+
+
+def without_harmful(harmful: Sequence[str]) -> AWSPolicy:
+    """Uniform over the operations with none of the `harmful` elements: goal (a) taken to its
+    limit (0 x uniform), as a reference row beside the searched policy."""
     theta = torch.zeros(ppo.NUM_OPERATIONS)
     theta[power.containing(harmful)] = -30.0  # exp(-30): never drawn, theta stays finite
     return AWSPolicy(theta, "joint")

@@ -24,10 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _quality import mean_std, regime, test_top1, train_and_test, training_dir
+from _quality import mean_std, regime, train_and_test
 
 from hpcaug.ops.policy import AWSPolicy, NoPolicy
-from hpcaug.train import train
 from hpcaug.train.dist import init_dist
 from hpcaug.train.loop import TrainHooks
 
@@ -63,21 +62,16 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
 
-    def windowed(name: str, start: int, stop: int, seed: int) -> float:
-        scfg = cfg.replace(**{"train.seed": seed, "data.seed": seed, "train.val_every": 0})
-        # built with the uniform policy (the loader's op counts span the AWS operations), then
-        # the hook picks each epoch's policy
-        res = train(scfg, training_dir(cfg, name, seed), [AWSPolicy.uniform()], epochs=n,
-                    hooks=AugmentWindow(start, stop), dist=dist)
-        return test_top1(scfg, res.checkpoint, dist)
-
     acc: dict[str, list[float]] = {
         "none": [train_and_test(cfg, NoPolicy(), "none", s, dist) for s in args.seeds],
         "uniform": [train_and_test(cfg, AWSPolicy.uniform(), "uniform", s, dist) for s in args.seeds]}
     log(f"none {acc['none']}  uniform {acc['uniform']}")
     for k in args.k:
         for name, start, stop in ((f"uniform_first{k}", 0, k), (f"uniform_last{k}", n - k, n)):
-            acc[name] = [windowed(name, start, stop, s) for s in args.seeds]
+            # built with the uniform policy (the loader's op counts span the AWS operations), then
+            # the hook picks each epoch's policy
+            acc[name] = [train_and_test(cfg, AWSPolicy.uniform(), name, s, dist, hooks=AugmentWindow(start, stop))
+                         for s in args.seeds]
             log(f"{name:18s} {' '.join(f'{a:.4f}' for a in acc[name])}")
 
     print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}, {n} epochs (one "

@@ -31,7 +31,16 @@ import time
 from pathlib import Path
 
 import torch
-from _quality import default_ground_truth, mean_std, regime, spearman, train_and_test, training_dir, without_harmful
+from _quality import (
+    default_ground_truth,
+    harmful_elements,
+    mean_std,
+    regime,
+    spearman,
+    train_and_test,
+    training_dir,
+    without_harmful,
+)
 
 from hpcaug.ops.policy import AWSPolicy, NoPolicy, Policy, load_policy
 from hpcaug.search.aws import finetune
@@ -59,9 +68,9 @@ def main() -> None:
 
     policies: dict[str, Policy] = {"none": NoPolicy(), "uniform": load_policy("uniform"),
                                    "randaugment": load_policy("randaugment-n2-m9")}
-    reference = without_harmful(Path(args.ground_truth) if args.ground_truth else default_ground_truth(cfg))
-    if reference is not None:
-        policies["gt_not_harmful"] = reference
+    harmful = harmful_elements(Path(args.ground_truth) if args.ground_truth else default_ground_truth(cfg))
+    if harmful is not None:
+        policies["gt_not_harmful"] = without_harmful(harmful)
     names = {k: k for k in policies}
     if args.policy:
         digest = hashlib.sha256(Path(args.policy).read_bytes()).hexdigest()[:10]

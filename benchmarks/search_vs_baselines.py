@@ -39,6 +39,7 @@ import torch
 from _quality import (
     REPO,
     default_ground_truth,
+    harmful_elements,
     mean_std,
     regime,
     settings_key,
@@ -69,15 +70,12 @@ def aws_search(cfg: Config, out: Path) -> Path:
     return run
 
 
-def harmful_mass(pol: AWSPolicy, ground_truth: Path | None) -> tuple[list[str], float, float] | None:
-    """(harmful elements, their operations' mass under the searched policy, under uniform)."""
-    if ground_truth is None or not ground_truth.is_file():
-        return None
-    harmful = json.loads(ground_truth.read_text())["harmful"]
+def harmful_mass(pol: AWSPolicy, harmful: list[str]) -> tuple[float, float]:
+    """(the mass of the operations containing a harmful element under the searched policy, under uniform)."""
     if not harmful:
-        return harmful, 0.0, 0.0
+        return 0.0, 0.0
     mask = power.containing(harmful)
-    return harmful, float(pol.probs()[mask].sum()), float(AWSPolicy.uniform().probs()[mask].sum())
+    return float(pol.probs()[mask].sum()), float(AWSPolicy.uniform().probs()[mask].sum())
 
 
 def agreement_lines(pol: AWSPolicy, ground_truth: Path) -> list[str]:
@@ -126,9 +124,9 @@ def main() -> None:
     gt = Path(args.ground_truth) if args.ground_truth else default_ground_truth(cfg)
     policies = {"none": load_policy("none"), "uniform": load_policy("uniform"),
                 "randaugment": load_policy("randaugment-n2-m9"), "aws_searched": load_policy(str(policy_path))}
-    reference = without_harmful(gt)
-    if reference is not None:
-        policies["gt_not_harmful"] = reference
+    harmful = harmful_elements(gt)
+    if harmful is not None:
+        policies["gt_not_harmful"] = without_harmful(harmful)
     acc: dict[str, list[float]] = {}
     for name, pol in policies.items():
         # the searched policy's dir is keyed by the policy itself: another search never reuses it
@@ -139,7 +137,7 @@ def main() -> None:
     if args.advaa_policies > 0:
         acc["advaa"] = advaa_runs(cfg, args.advaa_policies, args.seeds, dist)
         log(f"{'advaa':14s} {' '.join(f'{a:.4f}' for a in acc['advaa'])}")
-    report(cfg, args, acc, policy_path, gt, run, time.time() - t0)
+    report(cfg, args, acc, policy_path, gt, harmful, run, time.time() - t0)
 
 
 def advaa_runs(cfg: Config, m: int, seeds: list[int], dist: Any) -> list[float]:
@@ -156,7 +154,7 @@ def advaa_runs(cfg: Config, m: int, seeds: list[int], dist: Any) -> list[float]:
 
 
 def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], policy_path: Path, gt: Path,
-           run: Path | None, seconds: float) -> None:
+           harmful: list[str] | None, run: Path | None, seconds: float) -> None:
     a = cfg.aws
     print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}, "
           f"{cfg.train.epochs} epochs, "
@@ -174,12 +172,11 @@ def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], p
         print(f"| {name} | {stats[name][0]:.4f} +- {stats[name][1]:.4f} | {', '.join(f'{x:.4f}' for x in xs)} |")
     searched = load_policy(str(policy_path))
     assert isinstance(searched, AWSPolicy), "goal (a) needs an AWS policy.json"
-    hm = harmful_mass(searched, gt)
     print()
-    if hm is None:
+    if harmful is None:
         print(f"goal (a): no ground truth at {gt}: run benchmarks/element_ground_truth.py first")
     else:
-        harmful, mass, uni = hm
+        mass, uni = harmful_mass(searched, harmful)
         print(f"goal (a): harmful elements ({gt}): {', '.join(harmful) or 'none'}; their operations hold "
               f"{mass:.4f} of the searched policy vs {uni:.4f} under uniform ({mass / uni if uni else 0:.2f} x); "
               f"at most half: {mass <= uni / 2}")
