@@ -43,7 +43,7 @@ from hpcaug.config import Config, load_config  # noqa: E402
 from hpcaug.data import build_train_loader, build_val_loader  # noqa: E402
 from hpcaug.ops.policy import AWSPolicy, NoPolicy, aws_theta_size  # noqa: E402
 from hpcaug.ops.spaces import AWS_SPACE  # noqa: E402
-from hpcaug.search.aws import finetune  # noqa: E402
+from hpcaug.search.aws import finetune, train_shared  # noqa: E402
 from hpcaug.train import train  # noqa: E402
 from hpcaug.train.checkpoint import load_checkpoint  # noqa: E402
 from hpcaug.train.dist import init_dist  # noqa: E402
@@ -176,10 +176,9 @@ def main() -> None:
         log(f"ground truth {name:28s} top1 {gt[name]:.4f}  seeds {[f'{a:.4f}' for a in accs]}")
 
     # ---- shared stages (E1): uniform policy (AWS) and no augmentation
-    shared_u = train(cfg, out / f"shared_uniform_e{args.shared_epochs}", [AWSPolicy.uniform()],
-                     epochs=args.shared_epochs, dist=dist).checkpoint
-    shared_n = train(cfg, out / f"shared_noaug_e{args.shared_epochs}", [NoPolicy()],
-                     epochs=args.shared_epochs, dist=dist).checkpoint
+    shared_u = train_shared(cfg, out / f"shared_uniform_e{args.shared_epochs}", AWSPolicy.uniform(),
+                            dist=dist).checkpoint
+    shared_n = train_shared(cfg, out / f"shared_noaug_e{args.shared_epochs}", NoPolicy(), dist=dist).checkpoint
     log("shared stages done")
     shared_model = load_model(cfg, shared_u, ncls)
 

@@ -43,8 +43,7 @@ from _quality import (
 )
 
 from hpcaug.ops.policy import AWSPolicy, NoPolicy, Policy, load_policy
-from hpcaug.search.aws import finetune
-from hpcaug.train import train
+from hpcaug.search.aws import finetune, train_shared
 from hpcaug.train.dist import init_dist
 
 
@@ -79,10 +78,13 @@ def main() -> None:
 
     a = cfg.aws
     shared_policy = AWSPolicy.uniform(a.parametrisation) if args.shared == "uniform" else NoPolicy()
-    shared = train(cfg, training_dir(cfg, f"shared_{args.shared}_e{a.shared_epochs}", 0),
-                   [shared_policy] * cfg.augment.copies, epochs=a.shared_epochs, dist=dist).checkpoint
-    log(f"shared weights ({args.shared}, {a.shared_epochs} epochs): {shared}")
-    ft_key = f"ft_{args.shared}_e{a.shared_epochs}_{a.finetune_epochs}ep_lr{a.finetune_lr:g}_top{a.reward_top_k}"
+    # continue: the shared stage is the first E1 epochs of an E1 + E2 schedule (another checkpoint)
+    cont = f"_of{a.shared_epochs + a.finetune_epochs}" if a.finetune_schedule == "continue" else ""
+    shared = train_shared(cfg, training_dir(cfg, f"shared_{args.shared}_e{a.shared_epochs}{cont}", 0),
+                          shared_policy, dist=dist).checkpoint
+    log(f"shared weights ({args.shared}, {a.shared_epochs} epochs{cont}): {shared}")
+    lr_key = f"cont{a.shared_epochs + a.finetune_epochs}" if cont else f"lr{a.finetune_lr:g}"
+    ft_key = f"ft_{args.shared}_e{a.shared_epochs}_{a.finetune_epochs}ep_{lr_key}_top{a.reward_top_k}"
     reward: dict[str, list[float]] = {}
     top1: dict[str, list[float]] = {}
     for name, pol in policies.items():
@@ -92,10 +94,13 @@ def main() -> None:
         log(f"{name:14s} reward {' '.join(f'{x:.4f}' for x in reward[name])}   "
             f"from scratch {' '.join(f'{x:.4f}' for x in top1[name])}")
 
+    ft_lr = (f"the last {a.finetune_epochs} of the same {a.shared_epochs + a.finetune_epochs}-epoch "
+             f"{cfg.train.schedule} schedule" if cont else
+             f"{a.finetune_epochs} epochs at lr {a.finetune_lr:g} (per 256)")
     print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}; reward: shared "
-          f"{args.shared} {a.shared_epochs} epochs + fine-tune {a.finetune_epochs} epochs at lr {a.finetune_lr:g} "
-          f"(per 256), best {a.reward_top_k} val epochs on {cfg.data.val_list}; from scratch: {cfg.train.epochs} "
-          f"epochs, test top-1; seeds {args.seeds}; {time.time() - t0:.0f} s\n")
+          f"{args.shared} {a.shared_epochs} epochs + fine-tune {ft_lr}, best {a.reward_top_k} val epochs on "
+          f"{cfg.data.val_list}; from scratch: {cfg.train.epochs} epochs, test top-1; seeds {args.seeds}; "
+          f"{time.time() - t0:.0f} s\n")
     print("| policy | AWS reward mean +- std | from-scratch top-1 mean +- std |\n|---|---|---|")
     rm = {k: mean_std(v) for k, v in reward.items()}
     tm = {k: mean_std(v) for k, v in top1.items()}

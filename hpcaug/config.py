@@ -29,6 +29,7 @@ from hpcaug.policy_names import check_policy_spec
 TRAJECTORY_DESIGNS = ("op_set", "per_image")
 BASELINES = ("ema", "round_mean")
 RESULT_RULES = ("last", "best_round", "mean_last")
+FINETUNE_SCHEDULES = ("constant", "continue")
 MODELS = ("tiny_resnet", "small_resnet", "resnet18", "resnet50", "resnet200", "wrn28_10")
 
 
@@ -188,7 +189,11 @@ class AWSConfig:
 
     shared_epochs: int = 200  # E1: shared stage, uniform policy
     finetune_epochs: int = 10  # E2
-    finetune_lr: float = 0.001  # constant lr of each fine-tune
+    finetune_lr: float = 0.001  # constant lr of each fine-tune (finetune_schedule: constant)
+    # constant = the shared stage anneals over its E1 epochs, each fine-tune runs at finetune_lr |
+    # continue = one train.schedule over E1 + E2 epochs at train.lr: the shared stage is its first E1
+    # epochs, each fine-tune its last E2 (docs/search.md, "The proxy's horizon")
+    finetune_schedule: str = "constant"
     reward_top_k: int = 2  # reward = mean of the best k validation accuracies of the fine-tune
     rounds: int = 350
     trajectories_per_round: int = 20  # T: finetune array tasks per PPO update (our choice)
@@ -214,7 +219,7 @@ class AWSConfig:
         _check(self.parametrisation in ("joint", "factorised"),
                f"aws.parametrisation must be 'joint' or 'factorised', got {self.parametrisation!r}")
         for key, valid in (("trajectory", TRAJECTORY_DESIGNS), ("baseline", BASELINES),
-                           ("result_policy", RESULT_RULES)):
+                           ("result_policy", RESULT_RULES), ("finetune_schedule", FINETUNE_SCHEDULES)):
             _check(getattr(self, key) in valid,
                    f"aws.{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
         _check_ranges("aws", self, shared_epochs=">= 1", finetune_epochs=">= 1", finetune_lr="> 0", reward_top_k=">= 1",

@@ -95,3 +95,31 @@ def test_local_executor_search(demo_data: Path, tmp_path: Path, capsys: pytest.C
     assert len(logs) >= 5, logs
     assert main(args) == 0  # rerun: everything is done, nothing is started again
     assert "nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("schedule", ["continue", "constant"])
+def test_finetune_schedule_of_a_real_trajectory(demo_data: Path, tmp_path: Path, schedule: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """aws.finetune_schedule on real data: continue = the shared stage and each fine-tune are the
+    two parts of one cosine schedule (the fine-tune ends near lr 0); constant = the fine-tune runs
+    at aws.finetune_lr after a shared stage that annealed on its own."""
+    from hpcaug.config import load_config
+    from hpcaug.search import aws
+    from hpcaug.train.loop import LRSchedule, scaled_lr
+
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    sets = tiny_args("inline", demo_data, tmp_path / "run", rounds=1)[5:]  # the --set values
+    cfg = load_config(REPO / "configs" / "demo.yaml", [*sets, "aws.shared_epochs=3", "aws.finetune_epochs=2",
+                                                       "train.steps_per_epoch=2", f"aws.finetune_schedule={schedule}"])
+    shared = aws.run_shared(cfg)
+    result = aws.run_finetune(cfg, None, 0)
+    got = [h["lr"] for h in shared["history"]] + [h["lr"] for h in result["history"]]
+    peak = scaled_lr(cfg, None, 1, cfg.augment.copies)
+    if schedule == "continue":
+        whole = LRSchedule(peak, 5 * 2, 1, "cosine")  # warmup_epochs 0.5 of 2 steps per epoch
+        assert got == pytest.approx([whole(2 * e + 1) for e in range(5)])
+    else:
+        alone = LRSchedule(peak, 3 * 2, 1, "cosine")
+        ft = scaled_lr(cfg, cfg.aws.finetune_lr, 1, cfg.augment.copies)
+        assert got == pytest.approx([alone(2 * e + 1) for e in range(3)] + [ft, ft])
+    assert result["reward"] > 0 and sum(result["choice_counts"]) == 2 * 2 * 8

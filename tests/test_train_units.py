@@ -159,6 +159,26 @@ def test_crash_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
         assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5), k
 
 
+def test_schedule_span_continues_one_schedule(tmp_path: Path) -> None:
+    """A run of epochs 2..4 of a 4-epoch schedule (the AWS fine-tune under finetune_schedule:
+    continue) steps through the same lrs as the last two epochs of the whole schedule, from the
+    other run's weights and without a second warm-up."""
+    cfg = _cfg(**{"train.warmup_epochs": 1.0})
+    whole = train(cfg, tmp_path / "whole", [_Choices(5)], epochs=4, dist=SingleDist(), train_loader=_loaders()[0],
+                  val_loader=_loaders()[1])
+    first = train(cfg, tmp_path / "first", [_Choices(5)], epochs=2, schedule_span=(0, 4), dist=SingleDist(),
+                  train_loader=_loaders()[0], val_loader=_loaders()[1])
+    rest = train(cfg, tmp_path / "rest", [_Choices(5)], epochs=2, schedule_span=(2, 4), init_from=first.checkpoint,
+                 dist=SingleDist(), train_loader=_loaders()[0], val_loader=_loaders()[1])
+    lrs = [h["lr"] for h in whole.history]
+    assert [h["lr"] for h in first.history] == pytest.approx(lrs[:2])
+    assert [h["lr"] for h in rest.history] == pytest.approx(lrs[2:])
+    assert rest.steps == 6  # its own steps: the weights came from `first`, the counter did not
+    with pytest.raises(ValueError, match="not inside a schedule of 3 epochs"):
+        train(cfg, tmp_path / "bad", [_Choices(5)], epochs=2, schedule_span=(2, 3), dist=SingleDist(),
+              train_loader=_loaders()[0], val_loader=_loaders()[1])
+
+
 def test_checkpointable_requeues_same_call() -> None:
     job = CheckpointableTraining(run_final)
     sub = job.checkpoint("cfg", "runs/x", "uniform")

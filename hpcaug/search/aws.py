@@ -1,9 +1,10 @@
 """AWS stages as plain functions `run_x(cfg, run_dir, ...)`: the CLI, submitit jobs and tests call these.
 
-- run_shared:   train the shared weights with the uniform policy (aws.shared_epochs)
-- run_finetune: one trajectory: shared checkpoint -> aws.finetune_epochs at constant
-                aws.finetune_lr sampling from p_theta of its round -> reward + op counts
-                (the fine-tune itself is `finetune`, which the proxy benchmarks call too)
+- run_shared:   train the shared weights with the uniform policy (aws.shared_epochs; the
+                training itself is `train_shared`, which the proxy benchmarks call too)
+- run_finetune: one trajectory: shared checkpoint -> aws.finetune_epochs with what p_theta of
+                its round gives it -> reward + op counts (the fine-tune itself is `finetune`;
+                its lr: aws.finetune_schedule)
 - run_update:   gather a round's results, PPO-clip step on theta against the baseline
                 (aws.baseline: ema or round_mean), policy.json (aws.result_policy)
 - run_final:    train from scratch with the searched policy (train.stages.run_final)
@@ -74,10 +75,19 @@ def _dist(cfg: Config) -> Any:
 
 
 # ---------------------------------------------------------------- shared
-def run_shared(cfg: Config, run_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Train the shared weights with the uniform policy; resumes from its own checkpoint."""
+def train_shared(cfg: Config, out_dir: Path, policy: Any, *, dist: Any = None) -> TrainResult:
+    """The shared weights: aws.shared_epochs from scratch with `policy` (a search's: uniform). Under
+    aws.finetune_schedule continue these are the first E1 epochs of one schedule of E1 + E2 epochs,
+    so the lr has not yet decayed when the fine-tunes take over; under constant the schedule ends here."""
     from hpcaug.train.loop import train
 
+    a = cfg.aws
+    span = (0, a.shared_epochs + a.finetune_epochs) if a.finetune_schedule == "continue" else None
+    return train(cfg, out_dir, [policy] * cfg.augment.copies, epochs=a.shared_epochs, schedule_span=span, dist=dist)
+
+
+def run_shared(cfg: Config, run_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Train the shared weights with the uniform policy; resumes from its own checkpoint."""
     rd = open_run(cfg, run_dir, record_config=False)
     if rd.shared_done.exists():
         log.info("shared: already done (%s)", rd.shared_done)
@@ -85,7 +95,7 @@ def run_shared(cfg: Config, run_dir: str | os.PathLike[str] | None = None) -> di
     dist = _dist(cfg)
     t0 = time.time()
     uniform = aws_policy(torch.zeros(ppo.num_params(cfg.aws.parametrisation)), cfg)
-    res = train(cfg, rd.shared_dir, [uniform] * cfg.augment.copies, epochs=cfg.aws.shared_epochs, dist=dist)
+    res = train_shared(cfg, rd.shared_dir, uniform, dist=dist)
     ck = Path(res.checkpoint).resolve()
     rel = ck.relative_to(rd.root.resolve()) if ck.is_relative_to(rd.root.resolve()) else ck
     out = {"checkpoint": str(rel), "epochs": cfg.aws.shared_epochs, "history": res.history, "wall_s": time.time() - t0}
@@ -126,14 +136,20 @@ def reward_of(history: list[dict[str, Any]], top_k: int) -> float:
 
 def finetune(cfg: Config, out_dir: Path, policy: Any, init_from: str | Path | None, *,
              seed_offset: int, dist: Any = None) -> tuple[TrainResult, float]:
-    """The AWS proxy (one fine-tune): `init_from` trained aws.finetune_epochs more epochs at the
-    constant aws.finetune_lr with `policy`, seeds train.seed / data.seed + seed_offset.
-    Returns (the TrainResult, its reward: reward_of over aws.reward_top_k)."""
+    """The AWS proxy (one fine-tune): `init_from` (train_shared's weights) trained aws.finetune_epochs
+    more epochs with `policy`, seeds train.seed / data.seed + seed_offset; the lr is the constant
+    aws.finetune_lr, or (aws.finetune_schedule: continue) the last E2 epochs of the shared stage's
+    schedule. Returns (the TrainResult, its reward: reward_of over aws.reward_top_k)."""
     from hpcaug.train.loop import train
 
+    a = cfg.aws
     tcfg = cfg.replace(**{"train.seed": cfg.train.seed + seed_offset, "data.seed": cfg.data.seed + seed_offset})
-    res = train(tcfg, out_dir, [policy] * cfg.augment.copies, epochs=cfg.aws.finetune_epochs,
-                lr=cfg.aws.finetune_lr, schedule="constant", init_from=init_from, dist=dist)
+    if a.finetune_schedule == "continue":
+        lr_args: dict[str, Any] = {"schedule_span": (a.shared_epochs, a.shared_epochs + a.finetune_epochs)}
+    else:
+        lr_args = {"lr": a.finetune_lr, "schedule": "constant"}
+    res = train(tcfg, out_dir, [policy] * cfg.augment.copies, epochs=a.finetune_epochs, init_from=init_from,
+                dist=dist, **lr_args)
     return res, reward_of(res.history, cfg.aws.reward_top_k)
 
 

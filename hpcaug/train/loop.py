@@ -97,15 +97,18 @@ class TrainLoaderProtocol(ValLoaderProtocol, Protocol):
 class LRSchedule:
     """Per-step lr: linear warm-up to `peak`, then cosine to 0 or constant.
 
-    A pure function of the step, so the saved state is just the peak and the lengths.
+    A pure function of the step, so the saved state is just the peak and the lengths. `offset`:
+    the schedule's step at this run's step 0 (a run that continues another run's schedule).
     """
 
     peak: float
     total_steps: int
     warmup_steps: int = 0
     kind: str = "cosine"
+    offset: int = 0
 
     def __call__(self, step: int) -> float:
+        step += self.offset
         if step < self.warmup_steps:
             return self.peak * (step + 1) / self.warmup_steps
         if self.kind == "constant":
@@ -115,7 +118,7 @@ class LRSchedule:
 
     def state_dict(self) -> dict[str, Any]:
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "kind": self.kind}
+                "kind": self.kind, "offset": self.offset}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """The schedule is rebuilt from the config on resume; the saved copy is for reading."""
@@ -315,7 +318,7 @@ def _loaders(cfg: Config, policies: list[Any], dist: Dist, train_loader: TrainLo
 
 
 def _setup(cfg: Config, out: Path, policies: list[Any], epochs: int, dist: Dist, *, lr: float | None,
-           schedule: str | None, warmup: bool, hooks: TrainHooks | None,
+           schedule: str | None, span: tuple[int, int], warmup: bool, hooks: TrainHooks | None,
            loaders: tuple[TrainLoaderProtocol, ValLoaderProtocol]) -> _Run:
     """Model, precision, optimizer, distributed wrapping, lr schedule, checkpointer, progress."""
     tc, device = cfg.train, dist.device
@@ -342,9 +345,10 @@ def _setup(cfg: Config, out: Path, policies: list[Any], epochs: int, dist: Dist,
     spe = int(dist.allreduce(torch.tensor([len(train_loader)]), "max")[0])
     if spe < 1:
         raise ValueError("the train loader yields no batches: check data.train_list and data.batch_size")
+    start, length = span  # this run is epochs start .. start + epochs of a schedule `length` epochs long
     warm = int(round(tc.warmup_epochs * spe)) if warmup else 0
-    sched = LRSchedule(scaled_lr(cfg, lr, dist.size, copies), max(1, epochs * spe), min(warm, epochs * spe),
-                       schedule or tc.schedule)
+    sched = LRSchedule(scaled_lr(cfg, lr, dist.size, copies), max(1, length * spe), min(warm, length * spe),
+                       schedule or tc.schedule, offset=start * spe)
     num_choices = max([int(getattr(p, "num_choices", 1)) for p in policies] + [1])
     ckpt = Checkpointer(out / CHECKPOINT_NAME, cfg, dist, model, optimizer, scaler, sched, hooks)
     return _Run(cfg, dist, model, train_model, optimizer, scaler, precision, channels_last, sched, spe, epochs,
@@ -353,15 +357,19 @@ def _setup(cfg: Config, out: Path, policies: list[Any], epochs: int, dist: Dist,
 
 
 def train(cfg: Config, out_dir: str | os.PathLike[str], policies: Sequence[Any], *, epochs: int,
-          lr: float | None = None, schedule: str | None = None, init_from: str | Path | None = None,
-          hooks: TrainHooks | None = None, dist: Dist | None = None,
+          lr: float | None = None, schedule: str | None = None, schedule_span: tuple[int, int] | None = None,
+          init_from: str | Path | None = None, hooks: TrainHooks | None = None, dist: Dist | None = None,
           train_loader: TrainLoaderProtocol | None = None,
           val_loader: ValLoaderProtocol | None = None) -> TrainResult:
     """Train `cfg.train.model` for `epochs` epochs with `policies` (M = len(policies) copies).
 
     - `lr` replaces train.lr (same linear scaling); `schedule` replaces train.schedule.
+    - `schedule_span=(start, length)`: the lr follows epochs start .. start + `epochs` of a
+      schedule `length` epochs long (warm-up included), default (0, epochs). The AWS shared stage
+      and its fine-tunes split one schedule this way (aws.finetune_schedule: continue).
     - `init_from`: a checkpoint whose model weights start the run (AWS fine-tunes); no
-      warm-up then. Ignored when `out_dir/checkpoint.pt` exists (the run resumes instead).
+      warm-up then unless the run continues a schedule (start > 0). Ignored when
+      `out_dir/checkpoint.pt` exists (the run resumes instead).
     - `dist`: an initialised backend (default: `init_dist(cfg.dist)`).
     - `train_loader`/`val_loader`: default `hpcaug.data.build_train_loader/build_val_loader`.
     Every rank must call it; every rank gets the same `TrainResult`. In a multi-rank run an
@@ -374,7 +382,12 @@ def train(cfg: Config, out_dir: str | os.PathLike[str], policies: Sequence[Any],
             out.mkdir(parents=True, exist_ok=True)
         setup_logging(dist.is_root)
         policies = list(policies)
-        run = _setup(cfg, out, policies, epochs, dist, lr=lr, schedule=schedule, warmup=init_from is None,
+        span = schedule_span or (0, epochs)
+        if span[0] < 0 or span[0] + epochs > span[1]:
+            raise ValueError(f"schedule_span={span}: epochs {span[0]}..{span[0] + epochs} are not inside a "
+                             f"schedule of {span[1]} epochs")
+        run = _setup(cfg, out, policies, epochs, dist, lr=lr, schedule=schedule, span=span,
+                     warmup=init_from is None or span[0] > 0,
                      hooks=hooks, loaders=_loaders(cfg, policies, dist, train_loader, val_loader))
         state = run.checkpointer.restore(run.num_choices, Path(init_from) if init_from is not None else None)
         start = state.epoch
