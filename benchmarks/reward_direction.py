@@ -98,8 +98,8 @@ def main() -> None:
              f"{cfg.train.schedule} schedule" if cont else
              f"{a.finetune_epochs} epochs at lr {a.finetune_lr:g} (per 256)")
     print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}; reward: shared "
-          f"{args.shared} {a.shared_epochs} epochs + fine-tune {ft_lr}, best {a.reward_top_k} val epochs on "
-          f"{cfg.data.val_list}; from scratch: {cfg.train.epochs} epochs, test top-1; seeds {args.seeds}; "
+          f"{args.shared} {a.shared_epochs} epochs + fine-tune {ft_lr}, {a.reward_epochs} {a.reward_top_k} val "
+          f"epochs on {cfg.data.val_list}; from scratch: {cfg.train.epochs} epochs, test top-1; seeds {args.seeds}; "
           f"{time.time() - t0:.0f} s\n")
     print("| policy | AWS reward mean +- std | from-scratch top-1 mean +- std |\n|---|---|---|")
     rm = {k: mean_std(v) for k, v in reward.items()}

@@ -30,6 +30,7 @@ TRAJECTORY_DESIGNS = ("op_set", "per_image")
 BASELINES = ("ema", "round_mean")
 RESULT_RULES = ("last", "best_round", "mean_last")
 FINETUNE_SCHEDULES = ("constant", "continue")
+REWARD_EPOCHS = ("best", "last")
 MODELS = ("tiny_resnet", "small_resnet", "resnet18", "resnet50", "resnet200", "wrn28_10")
 
 
@@ -194,7 +195,8 @@ class AWSConfig:
     # continue = one train.schedule over E1 + E2 epochs at train.lr: the shared stage is its first E1
     # epochs, each fine-tune its last E2 (docs/search.md, "The proxy's horizon")
     finetune_schedule: str = "constant"
-    reward_top_k: int = 2  # reward = mean of the best k validation accuracies of the fine-tune
+    reward_top_k: int = 2  # reward = mean of k validation accuracies of the fine-tune: its best k or last k
+    reward_epochs: str = "best"  # best (the paper's) | last (the annealed end of a continue fine-tune)
     rounds: int = 350
     trajectories_per_round: int = 20  # T: finetune array tasks per PPO update (our choice)
     quorum: float = 0.8  # fraction of a round's trajectories the update needs
@@ -219,7 +221,8 @@ class AWSConfig:
         _check(self.parametrisation in ("joint", "factorised"),
                f"aws.parametrisation must be 'joint' or 'factorised', got {self.parametrisation!r}")
         for key, valid in (("trajectory", TRAJECTORY_DESIGNS), ("baseline", BASELINES),
-                           ("result_policy", RESULT_RULES), ("finetune_schedule", FINETUNE_SCHEDULES)):
+                           ("result_policy", RESULT_RULES), ("finetune_schedule", FINETUNE_SCHEDULES),
+                           ("reward_epochs", REWARD_EPOCHS)):
             _check(getattr(self, key) in valid,
                    f"aws.{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
         _check_ranges("aws", self, shared_epochs=">= 1", finetune_epochs=">= 1", finetune_lr="> 0", reward_top_k=">= 1",

@@ -293,3 +293,14 @@ def test_ratio_direction_against_the_official_code() -> None:
                                               settings=ppo.PPOSettings(epochs=1)).theta).exp()[777])
     assert ours == pytest.approx(one_step(+1.0)) and ours > start
     assert one_step(-1.0) < start  # the official sign moves the other way
+
+
+def test_reward_of_best_or_last_validated_epochs() -> None:
+    """aws.reward_epochs: best = mean of the k best validation accuracies (the paper's); last =
+    the last k validated epochs (an epoch without validation, train.val_every, is skipped)."""
+    hist = [{"val_top1": 0.9}, {"val_top1": 0.5}, {"train_loss": 1.0}, {"val_top1": 0.7}, {"val_top1": 0.6}]
+    assert aws.reward_of(hist, 2) == pytest.approx(0.8)
+    assert aws.reward_of(hist, 2, "last") == pytest.approx(0.65)
+    assert aws.reward_of(hist, 9, "last") == pytest.approx(0.675)
+    with pytest.raises(ValueError, match="no validation accuracy"):
+        aws.reward_of([{"train_loss": 1.0}], 1, "last")

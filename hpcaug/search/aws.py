@@ -125,13 +125,14 @@ def trajectory_operations(cfg: Config, theta: torch.Tensor, traj: int) -> list[i
     return ppo.draw_operations(theta, cfg.aws.parametrisation, cfg.aws.ops_per_trajectory, g)
 
 
-def reward_of(history: list[dict[str, Any]], top_k: int) -> float:
-    """Mean of the best `top_k` validation top-1 accuracies of a fine-tune (aws.reward_top_k)."""
-    accs = sorted((float(h["val_top1"]) for h in history if "val_top1" in h), reverse=True)
+def reward_of(history: list[dict[str, Any]], top_k: int, epochs: str = "best") -> float:
+    """Mean of `top_k` validation top-1 accuracies of a fine-tune (aws.reward_top_k): its best
+    ones, or (epochs="last", aws.reward_epochs) those of its last validated epochs."""
+    accs = [float(h["val_top1"]) for h in history if "val_top1" in h]
     if not accs:
         raise ValueError("the fine-tune produced no validation accuracy (empty history)")
-    best = accs[:top_k]
-    return sum(best) / len(best)
+    chosen = accs[-top_k:] if epochs == "last" else sorted(accs, reverse=True)[:top_k]
+    return sum(chosen) / len(chosen)
 
 
 def finetune(cfg: Config, out_dir: Path, policy: Any, init_from: str | Path | None, *,
@@ -139,7 +140,7 @@ def finetune(cfg: Config, out_dir: Path, policy: Any, init_from: str | Path | No
     """The AWS proxy (one fine-tune): `init_from` (train_shared's weights) trained aws.finetune_epochs
     more epochs with `policy`, seeds train.seed / data.seed + seed_offset; the lr is the constant
     aws.finetune_lr, or (aws.finetune_schedule: continue) the last E2 epochs of the shared stage's
-    schedule. Returns (the TrainResult, its reward: reward_of over aws.reward_top_k)."""
+    schedule. Returns (the TrainResult, its reward: reward_of over aws.reward_top_k / reward_epochs)."""
     from hpcaug.train.loop import train
 
     a = cfg.aws
@@ -150,7 +151,7 @@ def finetune(cfg: Config, out_dir: Path, policy: Any, init_from: str | Path | No
         lr_args = {"lr": a.finetune_lr, "schedule": "constant"}
     res = train(tcfg, out_dir, [policy] * cfg.augment.copies, epochs=a.finetune_epochs, init_from=init_from,
                 dist=dist, **lr_args)
-    return res, reward_of(res.history, cfg.aws.reward_top_k)
+    return res, reward_of(res.history, a.reward_top_k, a.reward_epochs)
 
 
 def run_finetune(cfg: Config, run_dir: str | os.PathLike[str] | None, traj: int) -> dict[str, Any]:
