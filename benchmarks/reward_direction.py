@@ -3,10 +3,12 @@
 A search can only find what its reward prefers. In the quality regime (configs/fmnist_quality.yaml)
 each policy below is scored twice:
 - **reward**: the AWS proxy exactly as a search trajectory computes it (hpcaug.search.aws.finetune:
-  the shared weights fine-tuned aws.finetune_epochs at the constant aws.finetune_lr with the
-  policy; reward = mean of the best aws.reward_top_k validation top-1 on search_val), one
-  fine-tune per seed. Shared weights: the uniform policy for aws.shared_epochs (run_shared's
-  recipe), or none with --shared noaug (the paper's "train without augmentation" proxy, table 5);
+  the shared weights fine-tuned aws.finetune_epochs with the policy, at the constant
+  aws.finetune_lr or through the end of the shared stage's schedule (aws.finetune_schedule);
+  reward = mean of the best or last (aws.reward_epochs) aws.reward_top_k validation top-1 on
+  search_val), one fine-tune per seed. Shared weights: the uniform policy for aws.shared_epochs
+  (aws.train_shared, run_shared's recipe), or none with --shared noaug (the paper's "train without
+  augmentation" proxy, table 5);
 - **from scratch**: test top-1 after train.epochs from scratch, in the training tree that
   search_vs_baselines.py and element_ground_truth.py share (finished trainings are reused).
 
@@ -17,6 +19,8 @@ policy.json, e.g. runs/search_vs_baselines/search_<key>/policy.json).
     .venv/bin/python benchmarks/reward_direction.py                  # ~10 min on 2 cores (reuses trainings)
     .venv/bin/python benchmarks/reward_direction.py --set aws.finetune_epochs=10 aws.finetune_lr=0.4
     .venv/bin/python benchmarks/reward_direction.py --shared noaug --policy runs/demo/policy.json
+    .venv/bin/python benchmarks/reward_direction.py --seeds 0 1 --set aws.finetune_schedule=continue \
+        aws.finetune_epochs=30 aws.reward_epochs=last     # the final training's second half as the proxy
 
 Last line: RESULT reward_direction <reward(uniform) - reward(none)> reward vs from_scratch
 <top1(uniform) - top1(none)> top1 ratio=<reward gap / top-1 gap> (a negative ratio: the reward
