@@ -43,7 +43,8 @@ from hpcaug.config import Config, load_config  # noqa: E402
 from hpcaug.search import power, ppo  # noqa: E402
 
 # setting -> (T trajectories per round, images per fine-tune); cpu = the CPU quality regime
-# (configs/fmnist_quality.yaml: 8 fine-tunes of 3 epochs x 1,000 images)
+# (configs/fmnist_quality.yaml: 8 fine-tunes of 1,000 images; 3 epochs each until its fine-tunes
+# became the schedule's last 30 epochs: only per_image's count noise depends on the images)
 SETTINGS = {"cifar": (16, 10 * 50_000), "imagenet": (20, 10 * 128_000), "cpu": (8, 3 * 1_000)}
 ROUNDS = 350
 
