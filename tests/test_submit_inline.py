@@ -101,7 +101,7 @@ def test_local_executor_search(demo_data: Path, tmp_path: Path, capsys: pytest.C
 def test_finetune_schedule_of_a_real_trajectory(demo_data: Path, tmp_path: Path, schedule: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """aws.finetune_schedule on real data: continue = the shared stage and each fine-tune are the
-    two parts of one cosine schedule (the fine-tune ends near lr 0); constant = the fine-tune runs
+    two parts of one cosine schedule (the lrs of one uninterrupted run); constant = the fine-tune runs
     at aws.finetune_lr after a shared stage that annealed on its own."""
     from hpcaug.config import load_config
     from hpcaug.search import aws
