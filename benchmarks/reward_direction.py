@@ -83,11 +83,12 @@ def main() -> None:
     a = cfg.aws
     shared_policy = AWSPolicy.uniform(a.parametrisation) if args.shared == "uniform" else NoPolicy()
     # continue: the shared stage is the first E1 epochs of an E1 + E2 schedule (another checkpoint)
-    cont = f"_of{a.shared_epochs + a.finetune_epochs}" if a.finetune_schedule == "continue" else ""
+    whole = a.shared_epochs + a.finetune_epochs  # the schedule's length under continue
+    cont = f"_of{whole}" if a.finetune_schedule == "continue" else ""
     shared = train_shared(cfg, training_dir(cfg, f"shared_{args.shared}_e{a.shared_epochs}{cont}", 0),
                           shared_policy, dist=dist).checkpoint
-    log(f"shared weights ({args.shared}, {a.shared_epochs} epochs{cont}): {shared}")
-    lr_key = f"cont{a.shared_epochs + a.finetune_epochs}" if cont else f"lr{a.finetune_lr:g}"
+    log(f"shared weights ({args.shared}, {a.shared_epochs} epochs{f' of {whole}' if cont else ''}): {shared}")
+    lr_key = f"cont{whole}" if cont else f"lr{a.finetune_lr:g}"
     ft_key = f"ft_{args.shared}_e{a.shared_epochs}_{a.finetune_epochs}ep_{lr_key}_top{a.reward_top_k}"
     reward: dict[str, list[float]] = {}
     top1: dict[str, list[float]] = {}
@@ -98,7 +99,7 @@ def main() -> None:
         log(f"{name:14s} reward {' '.join(f'{x:.4f}' for x in reward[name])}   "
             f"from scratch {' '.join(f'{x:.4f}' for x in top1[name])}")
 
-    ft_lr = (f"the last {a.finetune_epochs} of the same {a.shared_epochs + a.finetune_epochs}-epoch "
+    ft_lr = (f"the last {a.finetune_epochs} of the same {whole}-epoch "
              f"{cfg.train.schedule} schedule" if cont else
              f"{a.finetune_epochs} epochs at lr {a.finetune_lr:g} (per 256)")
     print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}; reward: shared "
