@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 import sys
 from collections.abc import Sequence
@@ -104,8 +105,48 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def default_ground_truth(cfg: Config) -> Path:
-    return REPO / "runs" / "element_ground_truth" / settings_key(cfg, "data", "train") / "result.json"
+def ground_truth_dir(cfg: Config, mix: float = 0.0) -> Path:
+    """element_ground_truth.py's output dir: each element alone (mix 0), or at share `mix` of a
+    uniform policy (its own dir, e.g. <key>_mix50)."""
+    key = settings_key(cfg, "data", "train")
+    return REPO / "runs" / "element_ground_truth" / (key if mix == 0 else f"{key}_mix{round(mix * 100)}")
+
+
+def default_ground_truth(cfg: Config, mix: float = 0.0) -> Path:
+    return ground_truth_dir(cfg, mix) / "result.json"
+
+
+def ground_truths(cfg: Config) -> list[Path]:
+    """Every element_ground_truth.py result of this regime: alone first, then each --mix share."""
+    alone = ground_truth_dir(cfg)
+    mixes = sorted(alone.parent.glob(f"{alone.name}_mix*/result.json"))
+    return [p for p in [alone / "result.json", *mixes] if p.is_file()]
+
+
+def ground_truth_label(ground_truth: Path) -> str:
+    """'alone' or 'mix<pct>': which ground truth a result.json is (its reference row's name uses it)."""
+    mix = float(json.loads(ground_truth.read_text()).get("mix", 0.0))
+    return f"mix{round(mix * 100)}" if mix else "alone"
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:10]
+
+
+def searched_training_name(policy_path: Path) -> str:
+    """A searched policy's training dir name, keyed by the policy itself: another search never reuses it."""
+    return f"aws_searched_{digest(policy_path.read_bytes())}"
+
+
+def ground_truth_reference(ground_truth: Path) -> tuple[str, str, AWSPolicy]:
+    """(row name, training dir name, policy) of a ground truth's reference row: uniform over the
+    operations without one of its harmful elements (goal (a) at 0 x uniform). The row is
+    gt_not_harmful for the elements alone, gt_mix50_not_harmful for --mix 0.5; the dir is keyed
+    by the harmful list, so a ground truth with other verdicts never reuses it."""
+    label = ground_truth_label(ground_truth)
+    name = "gt_not_harmful" if label == "alone" else f"gt_{label}_not_harmful"
+    harmful = harmful_elements(ground_truth) or []
+    return name, f"{name}_{digest(','.join(harmful).encode())}", without_harmful(harmful)
 
 
 def harmful_elements(ground_truth: Path) -> list[str] | None:
@@ -118,6 +159,25 @@ def without_harmful(harmful: Sequence[str]) -> AWSPolicy:
     limit (0 x uniform), as a reference row beside the searched policy."""
     theta = torch.zeros(ppo.NUM_OPERATIONS)
     theta[power.containing(harmful)] = -30.0  # exp(-30): never drawn, theta stays finite
+    return AWSPolicy(theta, "joint")
+
+
+def element_in_mix(name: str, share: float) -> AWSPolicy:
+    """The uniform AWS policy re-weighted so that the operations containing element `name` hold
+    `share` of the mass (uniform: 71/1296 = 0.055), the other operations keeping their ratios:
+    the element's dose inside a policy, where the search moves it, not alone on every image."""
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"share must be in (0, 1), got {share}")
+    mask = power.containing(name)
+    n = int(mask.sum())
+    ratio = share * (ppo.NUM_OPERATIONS - n) / (n * (1.0 - share))  # an operation with it / one without
+    w_in, w_out = (1.0, 1.0 / ratio) if ratio >= 1.0 else (ratio, 1.0)
+
+    def logit(w: float) -> float:  # joint weights are sigmoid(theta): weight 1 is theta 30, as exp(-30) is 0 above
+        return 30.0 if w >= 1.0 else math.log(w / (1.0 - w))
+
+    theta = torch.full((ppo.NUM_OPERATIONS,), logit(w_out))
+    theta[mask] = logit(w_in)
     return AWSPolicy(theta, "joint")
 
 

@@ -29,7 +29,6 @@ prefers the other end of the augmentation strength than training from scratch do
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -37,13 +36,13 @@ from pathlib import Path
 import torch
 from _quality import (
     default_ground_truth,
-    harmful_elements,
+    ground_truth_reference,
     mean_std,
     regime,
+    searched_training_name,
     spearman,
     train_and_test,
     training_dir,
-    without_harmful,
 )
 
 from hpcaug.ops.policy import AWSPolicy, NoPolicy, Policy, load_policy
@@ -71,14 +70,13 @@ def main() -> None:
 
     policies: dict[str, Policy] = {"none": NoPolicy(), "uniform": load_policy("uniform"),
                                    "randaugment": load_policy("randaugment-n2-m9")}
-    harmful = harmful_elements(Path(args.ground_truth) if args.ground_truth else default_ground_truth(cfg))
-    if harmful is not None:
-        policies["gt_not_harmful"] = without_harmful(harmful)
-    names = {k: k for k in policies}
+    names = {k: k for k in policies}  # training dir names: the ones search_vs_baselines.py trains in
+    gt = Path(args.ground_truth) if args.ground_truth else default_ground_truth(cfg)
+    if gt.is_file():
+        ref, names[ref], policies[ref] = ground_truth_reference(gt)
     if args.policy:
-        digest = hashlib.sha256(Path(args.policy).read_bytes()).hexdigest()[:10]
         policies["searched"] = load_policy(args.policy)
-        names["searched"] = f"aws_searched_{digest}"  # the dir search_vs_baselines.py trains it in
+        names["searched"] = searched_training_name(Path(args.policy))
 
     a = cfg.aws
     shared_policy = AWSPolicy.uniform(a.parametrisation) if args.shared == "uniform" else NoPolicy()

@@ -8,16 +8,19 @@ augmentation: the policy decides the accuracy). Steps:
 2. final trainings from scratch (train.epochs) with (a) no augmentation, (b) the uniform AWS
    policy, (c) RandAugment n=2 m=9, (d) the searched policy.json, (e) AdvAA (hpcaug.search.advaa,
    joint training, M = --advaa-policies copies per image), over --seeds; top-1 on the
-   10,000-image test set, mean +- std; with a ground truth, also the reference gt_not_harmful
-   (uniform over the operations without a harmful element: goal (a) at its limit);
-3. the issue-17 goals: (a) the searched policy holds at most half the uniform share of the
-   operations that contain an element benchmarks/element_ground_truth.py found harmful (with
-   each verdict's mean marginal and the rank correlation of the element marginals with each
-   element's top-1 alone);
+   10,000-image test set, mean +- std; for each ground truth, also a reference row
+   (gt_not_harmful, gt_mix50_not_harmful: uniform over the operations without one of its harmful
+   elements, goal (a) at its limit);
+3. the issue-17 goals: (a) for each ground truth of benchmarks/element_ground_truth.py (each
+   element alone; with --mix, at a raised share of the uniform policy), the searched policy holds
+   at most half the uniform share of the operations that contain an element it found harmful
+   (with each verdict's mean marginal and the rank correlation of the element marginals with each
+   element's top-1 in that ground truth);
    (b) searched beats uniform and RandAugment by more than one std, and is within one std of
    the best baseline.
 
     .venv/bin/python benchmarks/element_ground_truth.py      # first: the harmful elements (~1-1.5 h)
+    .venv/bin/python benchmarks/element_ground_truth.py --mix 0.5   # and/or in the mix (~1-1.5 h)
     .venv/bin/python benchmarks/search_vs_baselines.py       # ~1-1.5 h on 2 cores
     .venv/bin/python benchmarks/search_vs_baselines.py --policy runs/demo/policy.json   # a policy searched before
 
@@ -27,7 +30,6 @@ Last line: RESULT search_vs_baselines <searched mean top-1> top1 vs best_baselin
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import statistics
@@ -38,16 +40,18 @@ from typing import Any
 import torch
 from _quality import (
     REPO,
-    default_ground_truth,
+    ground_truth_label,
+    ground_truth_reference,
+    ground_truths,
     harmful_elements,
     mean_std,
     regime,
+    searched_training_name,
     settings_key,
     spearman,
     test_top1,
     train_and_test,
     training_dir,
-    without_harmful,
 )
 
 from hpcaug.config import Config
@@ -81,7 +85,7 @@ def harmful_mass(pol: AWSPolicy, harmful: list[str]) -> tuple[float, float]:
 def agreement_lines(pol: AWSPolicy, ground_truth: Path) -> list[str]:
     """How the searched policy's element marginals agree with the ground truth: each verdict's
     share of the policy against uniform, and the rank correlation of the marginals with each
-    element's top-1 alone (over the elements the ground truth trained)."""
+    element's top-1 in that ground truth (over the elements it trained)."""
     gt = json.loads(ground_truth.read_text())
     marg = ppo.element_marginals(pol.theta, pol.parametrisation) * AWS_SPACE.num_elements
     names = [e.name for e in AWS_SPACE.elements]
@@ -94,7 +98,7 @@ def agreement_lines(pol: AWSPolicy, ground_truth: Path) -> list[str]:
                          f"(min {float(marg[idx].min()):.2f}, max {float(marg[idx].max()):.2f})")
     top1 = torch.tensor([statistics.fmean(gt["top1"][names[i]]) for i in trained])
     rho = spearman(top1, marg[trained].float())
-    lines.append(f"  rank correlation (Spearman) of the element marginals with their top-1 alone: {rho:+.2f} "
+    lines.append(f"  rank correlation (Spearman) of the element marginals with their top-1 here: {rho:+.2f} "
                  f"over {len(trained)} elements")
     return lines
 
@@ -104,8 +108,9 @@ def main() -> None:
     ap.add_argument("--policy", default="", help="a searched policy.json; empty = run the AWS search inline")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--advaa-policies", type=int, default=4, help="AdvAA M (0 = skip AdvAA)")
-    ap.add_argument("--ground-truth", default="", help="element_ground_truth.py's result.json (default: the "
-                                                       "one of this regime under runs/element_ground_truth/)")
+    ap.add_argument("--ground-truth", nargs="*", default=[], metavar="RESULT_JSON",
+                    help="element_ground_truth.py result.json file(s) (default: every one of this regime under "
+                         "runs/element_ground_truth/)")
     ap.add_argument("--set", nargs="*", default=[], metavar="section.key=value", help="overrides of the regime")
     ap.add_argument("--out", default=str(REPO / "runs" / "search_vs_baselines"))
     args = ap.parse_args()
@@ -121,23 +126,20 @@ def main() -> None:
     run = None if args.policy else aws_search(cfg, out)
     policy_path = Path(args.policy) if run is None else run / "policy.json"
     log(f"searched policy: {policy_path}")
-    gt = Path(args.ground_truth) if args.ground_truth else default_ground_truth(cfg)
+    gts = [Path(p) for p in args.ground_truth] if args.ground_truth else ground_truths(cfg)
     policies = {"none": load_policy("none"), "uniform": load_policy("uniform"),
                 "randaugment": load_policy("randaugment-n2-m9"), "aws_searched": load_policy(str(policy_path))}
-    harmful = harmful_elements(gt)
-    if harmful is not None:
-        policies["gt_not_harmful"] = without_harmful(harmful)
+    keys = {"aws_searched": searched_training_name(policy_path)}  # training dir names, where not the row's
+    for gt in gts:
+        ref, keys[ref], policies[ref] = ground_truth_reference(gt)
     acc: dict[str, list[float]] = {}
     for name, pol in policies.items():
-        # the searched policy's dir is keyed by the policy itself: another search never reuses it
-        digest = hashlib.sha256(policy_path.read_bytes()).hexdigest()[:10]
-        key = name if name != "aws_searched" else f"aws_searched_{digest}"
-        acc[name] = [train_and_test(cfg, pol, key, s, dist) for s in args.seeds]
+        acc[name] = [train_and_test(cfg, pol, keys.get(name, name), s, dist) for s in args.seeds]
         log(f"{name:14s} {' '.join(f'{a:.4f}' for a in acc[name])}")
     if args.advaa_policies > 0:
         acc["advaa"] = advaa_runs(cfg, args.advaa_policies, args.seeds, dist)
         log(f"{'advaa':14s} {' '.join(f'{a:.4f}' for a in acc['advaa'])}")
-    report(cfg, args, acc, policy_path, gt, harmful, run, time.time() - t0)
+    report(cfg, args, acc, policy_path, gts, run, time.time() - t0)
 
 
 def advaa_runs(cfg: Config, m: int, seeds: list[int], dist: Any) -> list[float]:
@@ -153,8 +155,8 @@ def advaa_runs(cfg: Config, m: int, seeds: list[int], dist: Any) -> list[float]:
     return out
 
 
-def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], policy_path: Path, gt: Path,
-           harmful: list[str] | None, run: Path | None, seconds: float) -> None:
+def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], policy_path: Path, gts: list[Path],
+           run: Path | None, seconds: float) -> None:
     a = cfg.aws
     print(f"\nregime: {cfg.train.model}, {cfg.data.train_list} of {Path(cfg.data.dir).name}, "
           f"{cfg.train.epochs} epochs, "
@@ -173,19 +175,21 @@ def report(cfg: Config, args: argparse.Namespace, acc: dict[str, list[float]], p
     searched = load_policy(str(policy_path))
     assert isinstance(searched, AWSPolicy), "goal (a) needs an AWS policy.json"
     print()
-    if harmful is None:
-        print(f"goal (a): no ground truth at {gt}: run benchmarks/element_ground_truth.py first")
-    else:
+    if not gts:
+        print("goal (a): no ground truth under runs/element_ground_truth/: run benchmarks/element_ground_truth.py "
+              "first")
+    for gt in gts:
+        harmful = harmful_elements(gt) or []
         mass, uni = harmful_mass(searched, harmful)
-        print(f"goal (a): harmful elements ({gt}): {', '.join(harmful) or 'none'}; their operations hold "
-              f"{mass:.4f} of the searched policy vs {uni:.4f} under uniform ({mass / uni if uni else 0:.2f} x); "
-              f"at most half: {mass <= uni / 2}")
+        print(f"goal (a), ground truth {ground_truth_label(gt)} ({gt}): harmful elements: "
+              f"{', '.join(harmful) or 'none'}; "
+              f"their operations hold {mass:.4f} of the searched policy vs {uni:.4f} under uniform "
+              f"({mass / uni if uni else 0:.2f} x); at most half: {mass <= uni / 2}")
         print("\n".join(agreement_lines(searched, gt)))
+        ref = ground_truth_reference(gt)[0]  # a reference, not a baseline: it is made from the ground truth
+        print(f"reference: {ref} (goal (a) at 0 x uniform) {stats[ref][0]:.4f}; uniform {stats['uniform'][0]:.4f}")
     ours, ours_sd = stats["aws_searched"]
-    if "gt_not_harmful" in stats:  # a reference, not a baseline: it is made from the ground truth
-        print(f"reference: gt_not_harmful (goal (a) at 0 x uniform) {stats['gt_not_harmful'][0]:.4f}; "
-              f"uniform {stats['uniform'][0]:.4f}")
-    base = {k: v for k, v in stats.items() if k not in ("aws_searched", "gt_not_harmful")}
+    base = {k: v for k, v in stats.items() if k != "aws_searched" and not k.startswith("gt_")}
     best = max(base, key=lambda k: base[k][0])
     for name in ("uniform", "randaugment"):
         margin = ours - base[name][0]
